@@ -13,3 +13,29 @@ def _seed():
     np.random.seed(0)
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def mnist_split():
+    """MNIST-5k, 4000 train / 1000 test, fixed seed."""
+    from compress.data import load_mnist5k
+
+    return load_mnist5k()
+
+
+@pytest.fixture(scope="session")
+def mnist_loaders():
+    from compress.data import mnist5k_loaders
+
+    return mnist5k_loaders()
+
+
+@pytest.fixture(scope="session")
+def trained_mnist_cnn(mnist_loaders):
+    """The BN-CNN trained once per session (≈15 s): the shared fp32 baseline."""
+    from compress.models import MnistCNN, train_classifier
+
+    torch.manual_seed(0)
+    model = MnistCNN()
+    train_classifier(model, mnist_loaders[0], epochs=5)
+    return model.eval()
