@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from prune.errors import PruneError
-from prune.masks import UNSTRUCTURED_IMPORTANCES, make_permanent, prune_weights
+from prune.masks import UNSTRUCTURED_IMPORTANCES, detach_masked_weights, make_permanent, prune_weights
 from prune.options import IMPORTANCES, SCOPES, check_amount, check_choice, resolve_protect
 from prune.schedules import SCHEDULES, FineTune, run_schedule, sparsity_schedule, step_fraction
 from prune.structured import prune_channels
@@ -22,6 +22,7 @@ from prune.tracing import as_input_tuple
 
 def copy_model(model: nn.Module) -> nn.Module:
     """Deep copy that keeps parameter gradients (deepcopy drops them; Taylor scores need them)."""
+    detach_masked_weights(model)
     clone = copy.deepcopy(model)
     for (_, src), (_, dst) in zip(model.named_parameters(), clone.named_parameters(), strict=True):
         if src.grad is not None:

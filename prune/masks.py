@@ -100,9 +100,20 @@ def prune_weights(
         mask = masks[name].to(dtype=effective_weight(module).dtype, device=effective_weight(module).device)
         if hasattr(module, "weight_mask"):
             module.weight_mask.copy_(mask)
-            module.weight = module.weight_orig * module.weight_mask  # what the pre-hook would compute
+            module.weight = effective_weight(module)  # the pre-hook recomputes it at the next forward
         else:
             torch_prune.custom_from_mask(module, "weight", mask)
+
+
+def detach_masked_weights(model: nn.Module) -> None:
+    """Make each masked ``weight`` a leaf so the model can be deep-copied.
+
+    torch's pruning hook leaves ``weight = weight_orig * weight_mask`` as a non-leaf
+    tensor, which ``copy.deepcopy`` refuses; the hook recomputes it at the next forward.
+    """
+    for module in model.modules():
+        if hasattr(module, "weight_mask"):
+            module.weight = effective_weight(module)
 
 
 def make_permanent(model: nn.Module) -> nn.Module:
