@@ -1,0 +1,3 @@
+/* Depthwise convolution built for the portable instruction set (body in depthwise_impl.h). */
+#define DEPTHWISE_NAME depthwise_rows_portable
+#include "depthwise_impl.h"

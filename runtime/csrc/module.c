@@ -1,0 +1,390 @@
+/* runtime._kernels: the Python face of the integer kernels.
+ *
+ * Every entry point checks each dimension and buffer length before a pointer is touched
+ * (so no input reaches memory outside its buffers), releases the GIL while computing, and
+ * takes an explicit instruction-set path so tests can compare paths bit for bit.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conv.h"
+#include "dispatch.h"
+#include "qgemm.h"
+
+#define DIM_MAX ((int64_t)1 << 31)
+
+static const char *const path_names[PATH_COUNT] = {"portable", "avx2", "avx512vnni", "amx"};
+
+/* ---- PackedWeights ---------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD packed_b b;
+} PackedWeights;
+
+static void packed_dealloc(PackedWeights *self) {
+    free(self->b.data);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *packed_get_k(PackedWeights *self, void *closure) {
+    (void)closure;
+    return PyLong_FromLongLong(self->b.k);
+}
+
+static PyObject *packed_get_n(PackedWeights *self, void *closure) {
+    (void)closure;
+    return PyLong_FromLongLong(self->b.n);
+}
+
+static PyGetSetDef packed_getset[] = {
+    {"k", (getter)packed_get_k, NULL, "depth (input features) of the packed matrix", NULL},
+    {"n", (getter)packed_get_n, NULL, "output columns of the packed matrix", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject PackedWeightsType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "runtime._kernels.PackedWeights",
+    .tp_basicsize = sizeof(PackedWeights),
+    .tp_dealloc = (destructor)packed_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "int8 weights packed once for the GEMM kernels (16-column VNNI/AMX blocks)",
+    .tp_getset = packed_getset,
+};
+
+/* ---- argument checks -------------------------------------------------------------- */
+
+static int check_dims(const char *fn, int n, const int64_t *v, const char *const *names, int64_t minimum) {
+    for (int i = 0; i < n; ++i)
+        if (v[i] < minimum || v[i] >= DIM_MAX) {
+            PyErr_Format(PyExc_ValueError, "%s: %s=%lld is out of range [%lld, 2^31)", fn, names[i],
+                         (long long)v[i], (long long)minimum);
+            return -1;
+        }
+    return 0;
+}
+
+/* Bytes needed for rows x cols elements of elem bytes with row stride ld (elements). */
+static int strided_bytes(int64_t rows, int64_t cols, int64_t ld, int64_t elem, int64_t *out) {
+    if (rows == 0 || cols == 0) {
+        *out = 0;
+        return 0;
+    }
+    int64_t t;
+    if (__builtin_mul_overflow(rows - 1, ld, &t) || __builtin_add_overflow(t, cols, &t) ||
+        __builtin_mul_overflow(t, elem, &t))
+        return -1;
+    *out = t;
+    return 0;
+}
+
+static int need(const char *fn, const char *what, const Py_buffer *buf, int64_t rows, int64_t cols, int64_t ld,
+                int64_t elem) {
+    int64_t bytes;
+    if (strided_bytes(rows, cols, ld, elem, &bytes) < 0) {
+        PyErr_Format(PyExc_ValueError, "%s: %s size overflows", fn, what);
+        return -1;
+    }
+    if ((int64_t)buf->len < bytes) {
+        PyErr_Format(PyExc_ValueError, "%s: %s holds %zd bytes, %lld needed", fn, what, buf->len,
+                     (long long)bytes);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_path(const char *fn, int path) {
+    if (path < 0 || path >= PATH_COUNT || !path_supported(path)) {
+        PyErr_Format(PyExc_ValueError, "%s: instruction-set path %d is not available on this machine", fn, path);
+        return -1;
+    }
+    return 0;
+}
+
+/* Fills os from Python arguments after checking bias/mult/out sizes and the clamp range. */
+static int make_out_stage(const char *fn, Py_buffer *bias, Py_buffer *mult, int have_mult, int zy, int lo, int hi,
+                          Py_buffer *out, int64_t rows, int64_t n, int64_t ldo, out_stage *os) {
+    if (ldo < n) {
+        PyErr_Format(PyExc_ValueError, "%s: output stride %lld < %lld columns", fn, (long long)ldo, (long long)n);
+        return -1;
+    }
+    if (need(fn, "bias", bias, 1, n, n, 4) < 0) return -1;
+    if (have_mult) {
+        if (need(fn, "multiplier", mult, 1, n, n, 4) < 0) return -1;
+        if (lo < -128 || hi > 255 || lo > hi || zy < -128 || zy > 255) {
+            PyErr_Format(PyExc_ValueError, "%s: clamp [%d, %d] / zero point %d outside the 8-bit range", fn, lo, hi,
+                         zy);
+            return -1;
+        }
+    }
+    if (need(fn, "output", out, rows, n, ldo, have_mult ? 1 : 4) < 0) return -1;
+    os->bias = bias->buf;
+    os->mult = have_mult ? mult->buf : NULL;
+    os->zy = zy;
+    os->lo = lo;
+    os->hi = hi;
+    os->flo = (float)(lo - zy);
+    os->fhi = (float)(hi - zy);
+    os->out = out->buf;
+    os->ldo = ldo;
+    return 0;
+}
+
+/* Output height/width; -1 with an exception when the window does not fit. */
+static int conv_geometry(const char *fn, conv_geom *g, int64_t pb, int64_t pr) {
+    const int64_t eh = g->h + g->pt + pb - g->dh * (g->kh - 1) - 1;
+    const int64_t ew = g->w + g->pl + pr - g->dw * (g->kw - 1) - 1;
+    if (eh < 0 || ew < 0) {
+        PyErr_Format(PyExc_ValueError, "%s: kernel %lldx%lld (dilation %lld,%lld) larger than padded input %lldx%lld",
+                     fn, (long long)g->kh, (long long)g->kw, (long long)g->dh, (long long)g->dw,
+                     (long long)(g->h + g->pt + pb), (long long)(g->w + g->pl + pr));
+        return -1;
+    }
+    g->oh = eh / g->sh + 1;
+    g->ow = ew / g->sw + 1;
+    return 0;
+}
+
+/* ---- entry points ----------------------------------------------------------------- */
+
+static PyObject *py_pack_weights(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer w;
+    int64_t n, k;
+    if (!PyArg_ParseTuple(args, "y*LL", &w, &n, &k)) return NULL;
+    PackedWeights *obj = NULL;
+    const char *names[] = {"n", "k"};
+    const int64_t dims[] = {n, k};
+    if (check_dims("pack_weights", 2, dims, names, 1) < 0 || need("pack_weights", "weights", &w, n, k, k, 1) < 0)
+        goto done;
+    obj = PyObject_New(PackedWeights, &PackedWeightsType);
+    if (obj == NULL) goto done;
+    obj->b.k = k;
+    obj->b.n = n;
+    obj->b.kp = (k + QGEMM_KALIGN - 1) / QGEMM_KALIGN * QGEMM_KALIGN;
+    obj->b.np = (n + QGEMM_NBLOCK - 1) / QGEMM_NBLOCK * QGEMM_NBLOCK;
+    obj->b.data = aligned_alloc(64, (size_t)(obj->b.kp * obj->b.np));
+    if (obj->b.data == NULL) {
+        Py_DECREF(obj);
+        obj = NULL;
+        PyErr_NoMemory();
+        goto done;
+    }
+    const int8_t *src = w.buf;
+    int8_t *dst = obj->b.data;
+    const int64_t kp = obj->b.kp;
+    for (int64_t col = 0; col < obj->b.np; ++col) {
+        int8_t *blk = dst + (col / QGEMM_NBLOCK) * kp * QGEMM_NBLOCK + (col % QGEMM_NBLOCK) * 4;
+        for (int64_t kk = 0; kk < kp; ++kk)
+            blk[(kk / 4) * QGEMM_NBLOCK * 4 + kk % 4] = (col < n && kk < k) ? src[col * k + kk] : 0;
+    }
+done:
+    PyBuffer_Release(&w);
+    return (PyObject *)obj;
+}
+
+static PyObject *py_qgemm(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer a, bias, mult = {0}, out;
+    PyObject *packed_obj, *mult_obj;
+    int64_t m, lda, ldo;
+    int zy, lo, hi, threads, path;
+    if (!PyArg_ParseTuple(args, "y*LLO!y*OiiiLw*ii", &a, &m, &lda, &PackedWeightsType, &packed_obj, &bias, &mult_obj,
+                          &zy, &lo, &hi, &ldo, &out, &threads, &path))
+        return NULL;
+    PyObject *ret = NULL;
+    const int have_mult = mult_obj != Py_None;
+    if (have_mult && PyObject_GetBuffer(mult_obj, &mult, PyBUF_SIMPLE) < 0) goto release;
+    const packed_b *b = &((PackedWeights *)packed_obj)->b;
+    const char *names[] = {"m", "lda", "ldo"};
+    const int64_t dims[] = {m, lda, ldo};
+    out_stage os;
+    if (check_dims("qgemm", 3, dims, names, 0) < 0 || check_path("qgemm", path) < 0) goto release;
+    if (lda < b->k) {
+        PyErr_Format(PyExc_ValueError, "qgemm: lda=%lld < k=%lld", (long long)lda, (long long)b->k);
+        goto release;
+    }
+    if (need("qgemm", "a", &a, m, b->k, lda, 1) < 0 ||
+        make_out_stage("qgemm", &bias, &mult, have_mult, zy, lo, hi, &out, m, b->n, ldo, &os) < 0)
+        goto release;
+    dense_ctx ctx = {a.buf, lda, b->k};
+    int rc;
+    Py_BEGIN_ALLOW_THREADS rc = qgemm_run(path, b, m, fill_dense, &ctx, &os, threads);
+    Py_END_ALLOW_THREADS if (rc < 0) PyErr_NoMemory();
+    else ret = Py_NewRef(Py_None);
+release:
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&bias);
+    if (have_mult && mult.obj) PyBuffer_Release(&mult);
+    PyBuffer_Release(&out);
+    return ret;
+}
+
+/* Shared parsing of the convolution entry points. */
+typedef struct {
+    Py_buffer x, bias, mult, out;
+    int have_mult;
+    conv_geom g;
+    int zx, zy, lo, hi, threads, path;
+} conv_call;
+
+static int parse_conv(const char *fn, PyObject *args, conv_call *cc, PyObject **weights_obj, PyTypeObject *wtype,
+                      Py_buffer *wbuf) {
+    PyObject *mult_obj;
+    int64_t pb, pr;
+    conv_geom *g = &cc->g;
+    memset(cc, 0, sizeof *cc);
+    int ok;
+    if (wtype)
+        ok = PyArg_ParseTuple(args, "y*LLLLO!LLLLLLLLLLiy*Oiiiw*ii", &cc->x, &g->batch, &g->h, &g->w, &g->c, wtype,
+                              weights_obj, &g->kh, &g->kw, &g->sh, &g->sw, &g->dh, &g->dw, &g->pt, &g->pl, &pb, &pr,
+                              &cc->zx, &cc->bias, &mult_obj, &cc->zy, &cc->lo, &cc->hi, &cc->out, &cc->threads,
+                              &cc->path);
+    else
+        ok = PyArg_ParseTuple(args, "y*LLLLy*LLLLLLLLLLiy*Oiiiw*ii", &cc->x, &g->batch, &g->h, &g->w, &g->c, wbuf,
+                              &g->kh, &g->kw, &g->sh, &g->sw, &g->dh, &g->dw, &g->pt, &g->pl, &pb, &pr, &cc->zx,
+                              &cc->bias, &mult_obj, &cc->zy, &cc->lo, &cc->hi, &cc->out, &cc->threads,
+                              &cc->path);
+    if (!ok) return -1;
+    cc->have_mult = mult_obj != Py_None;
+    if (cc->have_mult && PyObject_GetBuffer(mult_obj, &cc->mult, PyBUF_SIMPLE) < 0) {
+        cc->have_mult = 0;
+        return -2;
+    }
+    const char *names[] = {"batch", "h", "w", "c", "kh", "kw", "sh", "sw", "dh", "dw"};
+    const int64_t dims[] = {g->batch, g->h, g->w, g->c, g->kh, g->kw, g->sh, g->sw, g->dh, g->dw};
+    const char *pnames[] = {"pad_top", "pad_left", "pad_bottom", "pad_right"};
+    const int64_t pads[] = {g->pt, g->pl, pb, pr};
+    if (check_dims(fn, 10, dims, names, 1) < 0 || check_dims(fn, 4, pads, pnames, 0) < 0 || check_path(fn, cc->path) < 0)
+        return -2;
+    if (cc->zx < 0 || cc->zx > 255) {
+        PyErr_Format(PyExc_ValueError, "%s: input zero point %d is not a uint8", fn, cc->zx);
+        return -2;
+    }
+    if (conv_geometry(fn, g, pb, pr) < 0 || need(fn, "x", &cc->x, g->batch * g->h * g->w, g->c, g->c, 1) < 0)
+        return -2;
+    return 0;
+}
+
+static void release_conv(conv_call *cc) {
+    PyBuffer_Release(&cc->x);
+    PyBuffer_Release(&cc->bias);
+    if (cc->have_mult) PyBuffer_Release(&cc->mult);
+    PyBuffer_Release(&cc->out);
+}
+
+static PyObject *py_qconv(PyObject *self, PyObject *args) {
+    (void)self;
+    conv_call cc;
+    PyObject *packed_obj = NULL;
+    const int rc = parse_conv("qconv", args, &cc, &packed_obj, &PackedWeightsType, NULL);
+    if (rc == -1) return NULL;
+    PyObject *ret = NULL;
+    if (rc < 0) goto release;
+    const packed_b *b = &((PackedWeights *)packed_obj)->b;
+    const conv_geom *g = &cc.g;
+    if (b->k != g->kh * g->kw * g->c) {
+        PyErr_Format(PyExc_ValueError, "qconv: packed weights have k=%lld, the %lldx%lldx%lld window needs %lld",
+                     (long long)b->k, (long long)g->kh, (long long)g->kw, (long long)g->c,
+                     (long long)(g->kh * g->kw * g->c));
+        goto release;
+    }
+    const int64_t m = g->batch * g->oh * g->ow;
+    out_stage os;
+    if (make_out_stage("qconv", &cc.bias, &cc.mult, cc.have_mult, cc.zy, cc.lo, cc.hi, &cc.out, m, b->n, b->n, &os) < 0)
+        goto release;
+    int err;
+    const int direct = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0 &&
+                       g->oh == g->h && g->ow == g->w;
+    if (direct) {
+        /* A 1x1 stride-1 unpadded convolution reads NHWC rows as they are. */
+        dense_ctx ctx = {cc.x.buf, g->c, g->c};
+        Py_BEGIN_ALLOW_THREADS err = qgemm_run(cc.path, b, m, fill_dense, &ctx, &os, cc.threads);
+        Py_END_ALLOW_THREADS
+    } else {
+        im2col_ctx ctx = {cc.x.buf, *g, (uint8_t)cc.zx};
+        Py_BEGIN_ALLOW_THREADS err = qgemm_run(cc.path, b, m, fill_im2col, &ctx, &os, cc.threads);
+        Py_END_ALLOW_THREADS
+    }
+    if (err < 0)
+        PyErr_NoMemory();
+    else
+        ret = Py_NewRef(Py_None);
+release:
+    release_conv(&cc);
+    return ret;
+}
+
+static PyObject *py_qdepthwise(PyObject *self, PyObject *args) {
+    (void)self;
+    conv_call cc;
+    Py_buffer w = {0};
+    const int rc = parse_conv("qdepthwise", args, &cc, NULL, NULL, &w);
+    if (rc == -1) return NULL;
+    PyObject *ret = NULL;
+    if (rc < 0) goto release;
+    const conv_geom *g = &cc.g;
+    out_stage os;
+    if (need("qdepthwise", "weights", &w, g->kh * g->kw, g->c, g->c, 1) < 0 ||
+        make_out_stage("qdepthwise", &cc.bias, &cc.mult, cc.have_mult, cc.zy, cc.lo, cc.hi, &cc.out,
+                       g->batch * g->oh * g->ow, g->c, g->c, &os) < 0)
+        goto release;
+    depthwise_args da = {cc.x.buf, w.buf, *g, cc.zx, os};
+    int err;
+    Py_BEGIN_ALLOW_THREADS err = depthwise_run(cc.path, &da, cc.threads);
+    Py_END_ALLOW_THREADS if (err < 0) PyErr_NoMemory();
+    else ret = Py_NewRef(Py_None);
+release:
+    release_conv(&cc);
+    if (w.obj) PyBuffer_Release(&w);
+    return ret;
+}
+
+static PyObject *py_paths(PyObject *self, PyObject *noargs) {
+    (void)self;
+    (void)noargs;
+    PyObject *list = PyList_New(0);
+    for (int p = 0; list && p < PATH_COUNT; ++p) {
+        if (!path_supported(p)) continue;
+        PyObject *name = PyUnicode_FromString(path_names[p]);
+        if (name == NULL || PyList_Append(list, name) < 0) Py_CLEAR(list);
+        Py_XDECREF(name);
+    }
+    return list;
+}
+
+static PyMethodDef methods[] = {
+    {"pack_weights", py_pack_weights, METH_VARARGS,
+     "pack_weights(w, n, k) -> PackedWeights: w is int8 (n, k) row-major (one row per output column)"},
+    {"qgemm", py_qgemm, METH_VARARGS,
+     "qgemm(a, m, lda, packed, bias, mult, zy, lo, hi, ldo, out, threads, path): out = stage(a @ packed^T + bias);"
+     " mult None gives int32 output, otherwise requantized bytes"},
+    {"qconv", py_qconv, METH_VARARGS,
+     "qconv(x, batch, h, w, c, packed, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, zx, bias, mult, zy, lo, hi, out, threads,"
+     " path): NHWC uint8 convolution through im2col + GEMM"},
+    {"qdepthwise", py_qdepthwise, METH_VARARGS,
+     "qdepthwise(x, batch, h, w, c, weights, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, zx, bias, mult, zy, lo, hi, out,"
+     " threads, path): NHWC uint8 depthwise convolution, weights (kh*kw, c) int8"},
+    {"paths", py_paths, METH_NOARGS, "paths() -> instruction-set paths available here, slowest first"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels", "int8 kernels of the bundled runtime", -1,
+                                    methods};
+
+PyMODINIT_FUNC PyInit__kernels(void) {
+    if (PyType_Ready(&PackedWeightsType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    if (PyModule_AddObjectRef(m, "PackedWeights", (PyObject *)&PackedWeightsType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    for (int p = 0; p < PATH_COUNT; ++p)
+        if (PyModule_AddIntConstant(m, path_names[p], p) < 0) {
+            Py_DECREF(m);
+            return NULL;
+        }
+    return m;
+}

@@ -1,0 +1,133 @@
+"""numpy face of the C integer kernels (runtime._kernels).
+
+Checks dtypes and makes arrays contiguous so the C side only sees the layouts it validates,
+and resolves the instruction-set path: the fastest one this CPU offers, unless the
+``COMPRESS_RUNTIME_ISA`` environment variable (or a ``path=`` argument) forces another, which
+is how tests compare the portable, AVX2, AVX-512 VNNI and AMX paths bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from runtime import _kernels
+from runtime.errors import InferenceError
+
+PackedWeights = _kernels.PackedWeights
+ISA_ENV = "COMPRESS_RUNTIME_ISA"
+
+
+def available_paths() -> list[str]:
+    """Instruction-set paths usable on this machine, slowest first ('portable' always)."""
+    return list(_kernels.paths())
+
+
+def resolve_path(path: str | None = None) -> int:
+    """Path id for ``path``, else for $COMPRESS_RUNTIME_ISA, else the fastest available."""
+    name = path or os.environ.get(ISA_ENV) or available_paths()[-1]
+    if name not in available_paths():
+        raise InferenceError(f"instruction-set path {name!r} is not available here; choose from {available_paths()}")
+    return int(getattr(_kernels, name))
+
+
+@dataclass(frozen=True)
+class OutputStage:
+    """Requantization after the int32 accumulation (DESIGN.md §3).
+
+    ``bias`` already holds ``bias_int32 - z_x * column_sums(W)``.  With ``multiplier`` None
+    the kernels return int32 accumulators; otherwise
+    ``y = clamp(round_half_even((acc + bias) * multiplier) + zero_point, lo, hi)`` as
+    uint8 (lo >= 0) or int8.
+    """
+
+    bias: np.ndarray
+    multiplier: np.ndarray | None
+    zero_point: int = 0
+    lo: int = 0
+    hi: int = 255
+
+    def empty(self, shape: tuple[int, ...]) -> np.ndarray:
+        if self.multiplier is None:
+            return np.empty(shape, np.int32)
+        return np.empty(shape, np.uint8 if self.lo >= 0 else np.int8)
+
+    def args(self) -> tuple:
+        bias = np.ascontiguousarray(self.bias, np.int32)
+        mult = None if self.multiplier is None else np.ascontiguousarray(self.multiplier, np.float32)
+        return bias, mult, int(self.zero_point), int(self.lo), int(self.hi)
+
+
+def pack_weights(w: np.ndarray) -> PackedWeights:
+    """Packs int8 weights given as (N, K), one row per output column, once at load."""
+    if w.dtype != np.int8 or w.ndim != 2:
+        raise InferenceError(f"pack_weights expects a 2-D int8 array, got {w.dtype} {w.shape}")
+    n, k = w.shape
+    return _kernels.pack_weights(np.ascontiguousarray(w), n, k)
+
+
+def _u8(x: np.ndarray, what: str) -> np.ndarray:
+    if x.dtype != np.uint8:
+        raise InferenceError(f"{what} must be uint8, got {x.dtype}")
+    return np.ascontiguousarray(x)
+
+
+def gemm(a: np.ndarray, packed: PackedWeights, stage: OutputStage, threads: int = 1,
+         path: str | None = None) -> np.ndarray:
+    """(M, K) uint8 times the packed (K, N) int8 weights through ``stage``: (M, N)."""
+    a = _u8(a, "gemm input")
+    if a.ndim != 2 or a.shape[1] != packed.k:
+        raise InferenceError(f"gemm input {a.shape} does not match packed weights K={packed.k}")
+    out = stage.empty((a.shape[0], packed.n))
+    _kernels.qgemm(a, a.shape[0], packed.k, packed, *stage.args(), packed.n, out, threads, resolve_path(path))
+    return out
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Kernel size, strides, dilations and pads (top, left, bottom, right) of a 2-D conv."""
+
+    kernel: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+    dilations: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    def args(self) -> tuple[int, ...]:
+        return (*self.kernel, *self.strides, *self.dilations, *self.pads)
+
+    def output_hw(self, h: int, w: int) -> tuple[int, int]:
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilations
+        pt, pl, pb, pr = self.pads
+        return (h + pt + pb - dh * (kh - 1) - 1) // sh + 1, (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+
+
+def conv_nhwc(x: np.ndarray, packed: PackedWeights, geom: ConvGeometry, x_zero_point: int, stage: OutputStage,
+              threads: int = 1, path: str | None = None) -> np.ndarray:
+    """NHWC uint8 convolution with weights packed from (Cout, kh*kw*Cin) in (ky, kx, cin) order."""
+    x = _u8(x, "conv input")
+    if x.ndim != 4:
+        raise InferenceError(f"conv input must be NHWC, got shape {x.shape}")
+    b, h, w, c = x.shape
+    oh, ow = geom.output_hw(h, w)
+    out = stage.empty((b, max(oh, 0), max(ow, 0), packed.n))
+    bias, mult, zy, lo, hi = stage.args()
+    _kernels.qconv(x, b, h, w, c, packed, *geom.args(), int(x_zero_point), bias, mult, zy, lo, hi, out, threads,
+                   resolve_path(path))
+    return out
+
+
+def depthwise_nhwc(x: np.ndarray, weights: np.ndarray, geom: ConvGeometry, x_zero_point: int, stage: OutputStage,
+                   threads: int = 1, path: str | None = None) -> np.ndarray:
+    """NHWC uint8 depthwise convolution, weights int8 (kh, kw, C); bias without z_x correction."""
+    x = _u8(x, "depthwise input")
+    if x.ndim != 4 or weights.dtype != np.int8 or weights.shape != (*geom.kernel, x.shape[3]):
+        raise InferenceError(f"depthwise input {x.shape} / weights {weights.dtype} {weights.shape} do not match")
+    b, h, w, c = x.shape
+    oh, ow = geom.output_hw(h, w)
+    out = stage.empty((b, max(oh, 0), max(ow, 0), c))
+    bias, mult, zy, lo, hi = stage.args()
+    _kernels.qdepthwise(x, b, h, w, c, np.ascontiguousarray(weights), *geom.args(), int(x_zero_point), bias, mult, zy,
+                        lo, hi, out, threads, resolve_path(path))
+    return out
