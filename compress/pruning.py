@@ -94,3 +94,4 @@ sparsity_report = translate_errors(_prune.sparsity_report)
 dependency_groups = translate_errors(_prune.dependency_groups)
 count_params = _prune.count_params
 count_macs = translate_errors(_prune.count_macs)
+recalibrate_batchnorm = _prune.recalibrate_batchnorm

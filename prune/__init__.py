@@ -2,6 +2,7 @@
 shrinking and schedules. Imports torch only (DESIGN.md §2)."""
 
 from prune.api import prune_model
+from prune.batchnorm import recalibrate_batchnorm
 from prune.errors import PruneError
 from prune.masks import make_permanent, prune_weights
 from prune.metrics import SparsityReport, count_macs, count_params, sparsity_report
@@ -22,6 +23,7 @@ __all__ = [
     "prune_channels",
     "prune_model",
     "prune_weights",
+    "recalibrate_batchnorm",
     "sensitivity_analysis",
     "sparsity_report",
     "sparsity_schedule",

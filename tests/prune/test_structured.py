@@ -128,3 +128,17 @@ def test_gradual_structured_schedule_fine_tunes_between_steps():
         example_inputs=x, fine_tune=fine_tune,
     )  # fmt: skip
     assert widths[0] > widths[1] > widths[2] == pruned.fc1.out_features == 16
+
+
+def test_recalibrated_batchnorm_matches_the_batch_statistics():
+    from compress.pruning import recalibrate_batchnorm
+
+    model = FlattenNet().eval()
+    x = torch.randn(32, 1, 16, 16)
+    pruned = compress.prune(model, amount=0.5, structured=True, example_inputs=x[:1])
+    bn = pruned.features[0][1]
+    momentum = bn.momentum
+    recalibrate_batchnorm(pruned, [(x[:16], None), (x[16:], None)])
+    pre_bn = pruned.features[0][0](x)
+    torch.testing.assert_close(bn.running_mean, pre_bn.mean((0, 2, 3)), atol=1e-5, rtol=1e-4)
+    assert not pruned.training and bn.momentum == momentum
