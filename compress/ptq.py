@@ -1,0 +1,111 @@
+"""``compress.quantize``: post-training quantization in one call."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress.errors import QuantizationError, translate_errors
+from quant import QConfig, QuantSpec, calibrate, freeze, make_observer, prepare, split_batch
+from quant.observers import OBSERVERS
+from quant.spec import WEIGHT_INT8_PER_CHANNEL, WEIGHT_INT8_PER_TENSOR
+
+
+def weight_spec(per_channel: bool, bits: int = 8) -> QuantSpec:
+    base = WEIGHT_INT8_PER_CHANNEL if per_channel else WEIGHT_INT8_PER_TENSOR
+    return QuantSpec(bits=bits, signed=True, symmetric=True, per_channel=base.per_channel, narrow=True)
+
+
+def build_qconfig(
+    method: str,
+    *,
+    per_channel: bool = True,
+    weight_bits: int = 8,
+    activation_dtype: str = "uint8",
+    percentile: float = 99.99,
+    bins: int = 8192,
+    skip: Iterable[str] = (),
+    learnable_scales: bool = False,
+    observer_kwargs: dict[str, Any] | None = None,
+) -> QConfig:
+    """The QConfig behind ``quantize``/``prepare_qat``, validated up front."""
+    if method not in OBSERVERS:
+        raise QuantizationError(f"unknown calibration method '{method}'; choose one of {sorted(OBSERVERS)}")
+    act = QConfig.activation_spec(activation_dtype)
+    kwargs: dict[str, Any] = dict(observer_kwargs or {})
+    if method != "minmax":
+        kwargs.setdefault("bins", bins)
+        kwargs.setdefault("unsigned_levels", act.qmax - act.qmin + 1)
+    if method == "percentile":
+        kwargs.setdefault("percentile", percentile)
+    return QConfig(
+        activation=act,
+        weight=weight_spec(per_channel, weight_bits),
+        observer=lambda name: make_observer(method, name, **kwargs),
+        learnable_scales=learnable_scales,
+        skip=frozenset(skip),
+    )
+
+
+def first_example(loader: Iterable) -> tuple[tuple, dict]:
+    """The first batch as (args, kwargs); raises on an empty loader."""
+    for batch in loader:
+        return split_batch(batch)
+    raise QuantizationError("the calibration loader is empty: it yielded no batch")
+
+
+@translate_errors
+def quantize(
+    model: nn.Module,
+    calib_loader: Iterable,
+    *,
+    method: str = "minmax",
+    per_channel: bool = True,
+    weight_bits: int = 8,
+    activation_dtype: str = "uint8",
+    percentile: float = 99.99,
+    bins: int = 8192,
+    max_batches: int | None = None,
+    skip: Iterable[str] = (),
+    on_untraceable: str = "error",
+    on_zero_range: str = "error",
+    progress: bool = True,
+) -> nn.Module:
+    """Post-training quantization: a new fake-quant model in eval mode; ``model`` is untouched.
+
+    ``method``: 'minmax', 'percentile' (clip at ``percentile``), 'kl' (TensorRT entropy)
+    or 'mse'. Weights are int8 symmetric per output channel unless ``per_channel=False``;
+    activations uint8 asymmetric unless ``activation_dtype='int8'``. Modules in
+    ``skip`` stay float. ``on_untraceable='float'`` keeps untraceable submodules in float
+    with a warning instead of raising. The forward simulates the int8 graph exactly
+    (DESIGN.md §3): what ``export_onnx`` writes and the runtime executes.
+    """
+    if on_untraceable not in ("error", "float"):
+        raise QuantizationError(f"on_untraceable must be 'error' or 'float', got {on_untraceable!r}")
+    qconfig = build_qconfig(
+        method, per_channel=per_channel, weight_bits=weight_bits, activation_dtype=activation_dtype,
+        percentile=percentile, bins=bins, skip=skip,
+    )
+    example = example_args(model, calib_loader)
+    qmodel = prepare(model, example, qconfig, float_fallback=on_untraceable == "float")
+    calibrate(qmodel, calib_loader, progress=progress, max_batches=max_batches)
+    freeze(qmodel, on_zero_range=on_zero_range)
+    return qmodel.eval()
+
+
+def example_args(model: nn.Module, loader: Iterable) -> tuple:
+    """Positional example inputs from the loader's first batch (dict batches bound by name)."""
+    args, kwargs = first_example(loader)
+    if kwargs:
+        try:
+            bound = inspect.signature(model.forward).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise QuantizationError(f"a batch's keys do not match {type(model).__name__}.forward: {exc}") from None
+        bound.apply_defaults()
+        args = tuple(bound.arguments.values())
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)

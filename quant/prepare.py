@@ -1,0 +1,257 @@
+"""Prepare a float model for quantization (DESIGN.md §5).
+
+1. trace with torch.fx (untraceable submodules: error naming them, or float leaves);
+2. fold Conv-BN, fuse Conv/Linear + ReLU/ReLU6, swap in QuantConv2d / QuantLinear;
+3. put one activation quantizer on every tensor edge the int8 graph needs:
+   inputs of Conv/Linear/matmul/add/cat that are not already quantized, and the
+   outputs of those ops. Max-pool, flatten, reshape, ReLU... keep their input's grid
+   exactly; average pools keep it but must round again, so they call the same
+   quantizer with ``observe=False``. Everything else (LayerNorm, GELU, softmax, ...)
+   runs in float on dequantized values.
+
+The result is a GraphModule whose every FakeQuantize is reachable by name.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from quant.errors import QuantError
+from quant.fake_quant import FakeQuantize
+from quant.fuse import activation_of, fold_batchnorms, is_module, is_tensor_node, set_module, sole_user
+from quant.modules import QuantConv2d, QuantLinear
+from quant.observers import Observer
+from quant.spec import ACT_INT8, ACT_UINT8, WEIGHT_INT8_PER_CHANNEL, QuantSpec
+from quant.trace import example_shapes, trace
+
+
+@dataclass
+class QConfig:
+    """What to quantize how. ``observer`` builds the activation observer for a layer name."""
+
+    activation: QuantSpec = ACT_UINT8
+    weight: QuantSpec = WEIGHT_INT8_PER_CHANNEL
+    observer: Callable[[str], Observer] = field(default=None)  # type: ignore[assignment]
+    learnable_scales: bool = False
+    skip: frozenset[str] = frozenset()  # module names left in float
+
+    @staticmethod
+    def activation_spec(dtype: str) -> QuantSpec:
+        specs = {"uint8": ACT_UINT8, "int8": ACT_INT8}
+        if dtype not in specs:
+            raise QuantError(f"activation dtype must be one of {sorted(specs)}, got {dtype!r}")
+        return specs[dtype]
+
+
+# --- how each op treats quantization --------------------------------------------------
+EXACT_MODULES = (nn.ReLU, nn.MaxPool2d, nn.MaxPool1d, nn.Flatten, nn.Identity, nn.Dropout, nn.Unflatten)
+REQUANT_MODULES = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+EXACT_FUNCTIONS = {
+    F.relu, torch.relu, F.max_pool2d, torch.flatten, torch.reshape, torch.transpose, torch.permute,
+    torch.squeeze, torch.unsqueeze, operator.getitem, torch.chunk, torch.split, F.dropout,
+}
+EXACT_METHODS = {
+    "view", "reshape", "flatten", "permute", "transpose", "contiguous", "squeeze", "unsqueeze", "relu",
+    "chunk", "split", "expand",
+}
+REQUANT_FUNCTIONS = {F.adaptive_avg_pool2d, F.avg_pool2d, torch.mean}
+REQUANT_METHODS = {"mean"}
+ADD_FUNCTIONS = {operator.add, torch.add, operator.iadd}
+CAT_FUNCTIONS = {torch.cat, torch.concat}
+MATMUL_FUNCTIONS = {torch.matmul, operator.matmul, torch.bmm}
+
+
+def classify(node: fx.Node, modules: dict[str, nn.Module]) -> str:
+    """'weighted' | 'add' | 'cat' | 'matmul' | 'exact' | 'requant' | 'float' | 'io'."""
+    if node.op in ("placeholder", "get_attr", "output"):
+        return "io"
+    if node.op == "call_module":
+        m = modules[node.target]  # type: ignore[index]
+        if isinstance(m, (QuantConv2d, QuantLinear)):
+            return "weighted"
+        if isinstance(m, EXACT_MODULES):
+            return "exact"
+        if isinstance(m, REQUANT_MODULES):
+            return "requant"
+        return "float"
+    target = node.target
+    tensor_args = [a for a in node.args if is_tensor_node(a)]
+    if node.op == "call_function":
+        if target in ADD_FUNCTIONS and len(tensor_args) == 2 and _same_shape(*tensor_args):
+            return "add"
+        if target in CAT_FUNCTIONS:
+            return "cat"
+        if target in MATMUL_FUNCTIONS and len(tensor_args) == 2:
+            return "matmul"
+        if target in EXACT_FUNCTIONS:
+            return "exact"
+        if target in REQUANT_FUNCTIONS:
+            return "requant"
+        return "float"
+    if node.op == "call_method":
+        if target == "add" and len(tensor_args) == 2 and _same_shape(*tensor_args):
+            return "add"
+        if target == "matmul" and len(tensor_args) == 2:
+            return "matmul"
+        if target in EXACT_METHODS:
+            return "exact"
+        if target in REQUANT_METHODS:
+            return "requant"
+    return "float"
+
+
+def _same_shape(a: fx.Node, b: fx.Node) -> bool:
+    """Residual adds join two tensors of one shape; broadcasts (bias adds, masks) stay float."""
+    return tuple(a.meta["tensor_meta"].shape) == tuple(b.meta["tensor_meta"].shape)
+
+
+# --- the passes ------------------------------------------------------------------------
+def swap_weighted(gm: fx.GraphModule, qconfig: QConfig) -> None:
+    """Conv2d/Linear (+ReLU/ReLU6 as sole user) → QuantConv2d/QuantLinear with fused activation."""
+    modules = dict(gm.named_modules())
+    for node in list(gm.graph.nodes):
+        if not is_module(node, modules, (nn.Conv2d, nn.Linear)) or node.target in qconfig.skip:
+            continue
+        name = str(node.target)
+        user = sole_user(node)
+        act = activation_of(user, modules) if user is not None else None
+        if act is not None:
+            user.replace_all_uses_with(node)
+            gm.graph.erase_node(user)
+        float_mod = modules[name]
+        if isinstance(float_mod, nn.Conv2d):
+            q: nn.Module = QuantConv2d(float_mod, qconfig.weight, act, name)
+        else:
+            q = QuantLinear(float_mod, qconfig.weight, act, name)
+        set_module(gm, name, q)
+    gm.graph.lint()
+
+
+def _label(node: fx.Node) -> str:
+    if node.op == "call_module":
+        return str(node.target)
+    if node.op == "placeholder":
+        return f"input '{node.target}'"
+    return node.name
+
+
+class _Inserter:
+    """Walks the graph once, tracking which quantizer describes each tensor."""
+
+    def __init__(self, gm: fx.GraphModule, qconfig: QConfig) -> None:
+        self.gm = gm
+        self.qc = qconfig
+        self.grid: dict[fx.Node, str] = {}  # node -> name of the FakeQuantize whose grid its value lies on
+        self.input_quant: dict[fx.Node, fx.Node] = {}  # float source -> its quantizer node
+        self.count = 0
+
+    def _new_quantizer(self, label: str) -> str:
+        name = f"act_quant_{self.count}"
+        self.count += 1
+        fq = FakeQuantize(self.qc.activation, self.qc.observer(label), name=label,
+                          learnable=self.qc.learnable_scales)
+        self.gm.add_submodule(name, fq)
+        return name
+
+    def quantize_edge(self, src: fx.Node, consumer: fx.Node) -> fx.Node:
+        """The quantized version of ``src`` for ``consumer`` (shared among consumers)."""
+        if src in self.grid:
+            return src
+        if src not in self.input_quant:
+            name = self._new_quantizer(f"{_label(consumer)} input ({_label(src)})")
+            with self.gm.graph.inserting_after(src):
+                q = self.gm.graph.call_module(name, (src,))
+            self.grid[q] = name
+            self.input_quant[src] = q
+        return self.input_quant[src]
+
+    def quantize_output(self, node: fx.Node) -> None:
+        name = self._new_quantizer(f"{_label(node)} output")
+        with self.gm.graph.inserting_after(node):
+            q = self.gm.graph.call_module(name, (node,))
+        node.replace_all_uses_with(q, delete_user_cb=lambda u: u is not q)
+        self.grid[q] = name
+
+    def scale_of(self, node: fx.Node, before: fx.Node) -> fx.Node:
+        with self.gm.graph.inserting_before(before):
+            return self.gm.graph.get_attr(f"{self.grid[node]}.scale")
+
+    def run(self) -> None:
+        modules = dict(self.gm.named_modules())
+        for node in list(self.gm.graph.nodes):
+            if node in self.grid:  # a quantizer we inserted
+                continue
+            kind = classify(node, modules)
+            if kind == "weighted":
+                x = self.quantize_edge(node.args[0], node)
+                node.args = (x, self.scale_of(x, node), *node.args[1:])
+                self.quantize_output(node)
+            elif kind in ("add", "matmul"):
+                node.args = tuple(
+                    self.quantize_edge(a, node) if is_tensor_node(a) else a for a in node.args
+                )
+                self.quantize_output(node)
+            elif kind == "cat":
+                seq = node.args[0]
+                node.args = ([self.quantize_edge(a, node) for a in seq], *node.args[1:])
+                self.quantize_output(node)
+            elif kind == "exact":
+                src = node.args[0] if node.args else None
+                if isinstance(src, fx.Node) and src in self.grid:
+                    self.grid[node] = self.grid[src]
+            elif kind == "requant":
+                src = node.args[0] if node.args else None
+                if isinstance(src, fx.Node) and src in self.grid:
+                    name = self.grid[src]
+                    with self.gm.graph.inserting_after(node):
+                        q = self.gm.graph.call_module(name, (node,), {"observe": False})
+                    node.replace_all_uses_with(q, delete_user_cb=lambda u, q=q: u is not q)
+                    self.grid[q] = name
+
+
+def prepare(
+    model: nn.Module,
+    example_inputs: tuple,
+    qconfig: QConfig,
+    *,
+    float_fallback: bool = False,
+    fold_bn: bool = True,
+) -> fx.GraphModule:
+    """A fake-quant copy of ``model`` (the input model is never modified)."""
+    model = copy.deepcopy(model)
+    was_training = model.training
+    model.eval()
+    gm = trace(model, float_fallback=float_fallback, leaves=set(qconfig.skip))
+    for name in qconfig.skip:
+        try:
+            gm.get_submodule(name)
+        except AttributeError:
+            raise QuantError(f"skip names unknown module '{name}'") from None
+    if fold_bn:
+        fold_batchnorms(gm)
+    swap_weighted(gm, qconfig)
+    example_shapes(gm, example_inputs)
+    _Inserter(gm, qconfig).run()
+    gm.graph.eliminate_dead_code()
+    gm.graph.lint()
+    gm.recompile()
+    if not list(quantizers(gm)):
+        warnings.warn("no quantizable op (Conv2d, Linear, matmul, add, cat) found: the model stays float",
+                      stacklevel=2)
+    gm.train(was_training)
+    return gm
+
+
+def quantizers(model: nn.Module):
+    """(name, FakeQuantize) for every quantizer in the model, activations and weights."""
+    for name, m in model.named_modules():
+        if isinstance(m, FakeQuantize):
+            yield name, m
