@@ -37,18 +37,27 @@ class QuantWeighted(nn.Module):
         self.act = act
         self.weight_quant = WeightFakeQuantize(weight_spec, name=f"{name}.weight")
 
+    def effective_weight(self) -> torch.Tensor:
+        """The float weight the int8 graph quantizes (BN folded); exporters read this."""
+        return self.weight
+
+    def effective_bias(self) -> torch.Tensor | None:
+        """The float bias before int32 quantization (BN folded); exporters read this."""
+        return self.bias
+
     @torch.no_grad()
     def refresh_weight_qparams(self) -> None:
         """Measure the current weight once more (after training or calibration)."""
-        self.weight_quant.observe_fresh(self.weight)
+        self.weight_quant.observe_fresh(self.effective_weight())
 
     def quantized_weight(self) -> torch.Tensor:
-        return self.weight_quant(self.weight)
+        return self.weight_quant(self.effective_weight())
 
     def quantized_bias(self, input_scale: torch.Tensor | None) -> torch.Tensor | None:
-        if self.bias is None or input_scale is None or not self.weight_quant.quant_enabled:
-            return self.bias
-        return fake_quantize_bias(self.bias, input_scale, self.weight_quant.scale)
+        bias = self.effective_bias()
+        if bias is None or input_scale is None or not self.weight_quant.quant_enabled:
+            return bias
+        return fake_quantize_bias(bias, input_scale, self.weight_quant.scale)
 
 
 class QuantConv2d(QuantWeighted):
