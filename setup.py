@@ -13,12 +13,21 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 CSRC = Path("runtime/csrc")
-PORTABLE = ["module.c", "dispatch.c", "threadpool.c", "qgemm_driver.c", "qgemm_portable.c", "conv.c",
-            "depthwise_portable.c"]
+PORTABLE = [
+    "module.c",
+    "dispatch.c",
+    "threadpool.c",
+    "qgemm_driver.c",
+    "qgemm_portable.c",
+    "conv.c",
+    "depthwise_portable.c",
+    "qadd_portable.c",
+]
 AVX512 = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni"]
 ISA_FLAGS = {
     "qgemm_avx2.c": ["-mavx2"],
     "depthwise_avx2.c": ["-mavx2"],
+    "qadd_fma.c": ["-mavx2", "-mfma"],
     "qgemm_avx512vnni.c": AVX512,
     "depthwise_avx512.c": AVX512,
     "qgemm_amx.c": [*AVX512, "-mamx-tile", "-mamx-int8"],

@@ -29,7 +29,9 @@ def resolve_path(path: str | None = None) -> int:
     """Path id for ``path``, else for $COMPRESS_RUNTIME_ISA, else the fastest available."""
     name = path or os.environ.get(ISA_ENV) or available_paths()[-1]
     if name not in available_paths():
-        raise InferenceError(f"instruction-set path {name!r} is not available here; choose from {available_paths()}")
+        raise InferenceError(
+            f"instruction-set path {name!r} is not available here; choose from {available_paths()}"
+        )
     return int(getattr(_kernels, name))
 
 
@@ -40,7 +42,7 @@ class OutputStage:
     ``bias`` already holds ``bias_int32 - z_x * column_sums(W)``.  With ``multiplier`` None
     the kernels return int32 accumulators; otherwise
     ``y = clamp(round_half_even((acc + bias) * multiplier) + zero_point, lo, hi)`` as
-    uint8 (lo >= 0) or int8.
+    ``dtype`` (uint8 or int8; lo/hi must lie in its range).
     """
 
     bias: np.ndarray
@@ -48,11 +50,10 @@ class OutputStage:
     zero_point: int = 0
     lo: int = 0
     hi: int = 255
+    dtype: type = np.uint8
 
     def empty(self, shape: tuple[int, ...]) -> np.ndarray:
-        if self.multiplier is None:
-            return np.empty(shape, np.int32)
-        return np.empty(shape, np.uint8 if self.lo >= 0 else np.int8)
+        return np.empty(shape, np.int32 if self.multiplier is None else self.dtype)
 
     def args(self) -> tuple:
         bias = np.ascontiguousarray(self.bias, np.int32)
@@ -74,8 +75,9 @@ def _u8(x: np.ndarray, what: str) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def gemm(a: np.ndarray, packed: PackedWeights, stage: OutputStage, threads: int = 1,
-         path: str | None = None) -> np.ndarray:
+def gemm(
+    a: np.ndarray, packed: PackedWeights, stage: OutputStage, threads: int = 1, path: str | None = None
+) -> np.ndarray:
     """(M, K) uint8 times the packed (K, N) int8 weights through ``stage``: (M, N)."""
     a = _u8(a, "gemm input")
     if a.ndim != 2 or a.shape[1] != packed.k:
@@ -103,8 +105,15 @@ class ConvGeometry:
         return (h + pt + pb - dh * (kh - 1) - 1) // sh + 1, (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
 
 
-def conv_nhwc(x: np.ndarray, packed: PackedWeights, geom: ConvGeometry, x_zero_point: int, stage: OutputStage,
-              threads: int = 1, path: str | None = None) -> np.ndarray:
+def conv_nhwc(
+    x: np.ndarray,
+    packed: PackedWeights,
+    geom: ConvGeometry,
+    x_zero_point: int,
+    stage: OutputStage,
+    threads: int = 1,
+    path: str | None = None,
+) -> np.ndarray:
     """NHWC uint8 convolution with weights packed from (Cout, kh*kw*Cin) in (ky, kx, cin) order."""
     x = _u8(x, "conv input")
     if x.ndim != 4:
@@ -113,21 +122,109 @@ def conv_nhwc(x: np.ndarray, packed: PackedWeights, geom: ConvGeometry, x_zero_p
     oh, ow = geom.output_hw(h, w)
     out = stage.empty((b, max(oh, 0), max(ow, 0), packed.n))
     bias, mult, zy, lo, hi = stage.args()
-    _kernels.qconv(x, b, h, w, c, packed, *geom.args(), int(x_zero_point), bias, mult, zy, lo, hi, out, threads,
-                   resolve_path(path))
+    _kernels.qconv(
+        x,
+        b,
+        h,
+        w,
+        c,
+        packed,
+        *geom.args(),
+        int(x_zero_point),
+        bias,
+        mult,
+        zy,
+        lo,
+        hi,
+        out,
+        threads,
+        resolve_path(path),
+    )
     return out
 
 
-def depthwise_nhwc(x: np.ndarray, weights: np.ndarray, geom: ConvGeometry, x_zero_point: int, stage: OutputStage,
-                   threads: int = 1, path: str | None = None) -> np.ndarray:
+def depthwise_nhwc(
+    x: np.ndarray,
+    weights: np.ndarray,
+    geom: ConvGeometry,
+    x_zero_point: int,
+    stage: OutputStage,
+    threads: int = 1,
+    path: str | None = None,
+) -> np.ndarray:
     """NHWC uint8 depthwise convolution, weights int8 (kh, kw, C); bias without z_x correction."""
     x = _u8(x, "depthwise input")
     if x.ndim != 4 or weights.dtype != np.int8 or weights.shape != (*geom.kernel, x.shape[3]):
-        raise InferenceError(f"depthwise input {x.shape} / weights {weights.dtype} {weights.shape} do not match")
+        raise InferenceError(
+            f"depthwise input {x.shape} / weights {weights.dtype} {weights.shape} do not match"
+        )
     b, h, w, c = x.shape
     oh, ow = geom.output_hw(h, w)
     out = stage.empty((b, max(oh, 0), max(ow, 0), c))
     bias, mult, zy, lo, hi = stage.args()
-    _kernels.qdepthwise(x, b, h, w, c, np.ascontiguousarray(weights), *geom.args(), int(x_zero_point), bias, mult, zy,
-                        lo, hi, out, threads, resolve_path(path))
+    _kernels.qdepthwise(
+        x,
+        b,
+        h,
+        w,
+        c,
+        np.ascontiguousarray(weights),
+        *geom.args(),
+        int(x_zero_point),
+        bias,
+        mult,
+        zy,
+        lo,
+        hi,
+        out,
+        threads,
+        resolve_path(path),
+    )
+    return out
+
+
+@dataclass(frozen=True)
+class AddParams:
+    """fp32 parameters of the quantized add (runtime/csrc/qadd.c), derived as ORT does."""
+
+    ratio_a: np.float32
+    ratio_b: np.float32
+    offset: np.float32
+    lo: int
+    hi: int
+
+    @staticmethod
+    def from_scales(
+        sa: float, za: int, sb: float, zb: int, sy: float, zy: int, lo: int, hi: int
+    ) -> AddParams:
+        ra, rb = np.float32(sa) / np.float32(sy), np.float32(sb) / np.float32(sy)
+        # MLAS builds this with one fused multiply-add: fma(ra, za, rb * zb), emulated in
+        # float64 (the product of two fp32 values is exact there).
+        fused = np.float32(np.float64(ra) * np.float64(za) + np.float64(np.float32(rb * np.float32(zb))))
+        return AddParams(ra, rb, np.float32(np.float32(zy) - fused), lo, hi)
+
+
+def qadd(a: np.ndarray, b: np.ndarray, params: AddParams, path: str | None = None) -> np.ndarray:
+    """Quantized a + b (same dtype, uint8 or int8; equal shapes or one scalar, else broadcast)."""
+    if a.dtype != b.dtype or a.dtype not in (np.uint8, np.int8):
+        raise InferenceError(f"qadd operands must share a uint8/int8 dtype, got {a.dtype} and {b.dtype}")
+    if a.shape != b.shape and a.size != 1 and b.size != 1:
+        a, b = np.broadcast_arrays(a, b)
+    shape = a.shape if a.size >= b.size else b.shape
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    out = np.empty(shape, a.dtype)
+    p = params
+    _kernels.qadd(
+        a,
+        b,
+        out,
+        out.size,
+        float(p.ratio_a),
+        float(p.ratio_b),
+        float(p.offset),
+        p.lo,
+        p.hi,
+        int(a.dtype == np.int8),
+        resolve_path(path),
+    )
     return out

@@ -36,7 +36,7 @@ int path_supported(int path) {
     case PATH_PORTABLE:
         return 1;
     case PATH_AVX2:
-        return __builtin_cpu_supports("avx2");
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     case PATH_AVX512VNNI:
         return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl");

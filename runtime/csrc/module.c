@@ -6,11 +6,13 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "conv.h"
 #include "dispatch.h"
+#include "qadd.h"
 #include "qgemm.h"
 
 #define DIM_MAX ((int64_t)1 << 31)
@@ -341,6 +343,41 @@ release:
     return ret;
 }
 
+static PyObject *py_qadd(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer a, b, y;
+    int64_t n;
+    qadd_params p;
+    int path;
+    if (!PyArg_ParseTuple(args, "y*y*w*Lfffiiii", &a, &b, &y, &n, &p.ratio_a, &p.ratio_b, &p.offset, &p.lo, &p.hi,
+                          &p.is_signed, &path))
+        return NULL;
+    PyObject *ret = NULL;
+    const int64_t a_step = (int64_t)a.len == 1 ? 0 : 1, b_step = (int64_t)b.len == 1 ? 0 : 1;
+    const int lo_min = p.is_signed ? -128 : 0, hi_max = p.is_signed ? 127 : 255;
+    if (n < 0 || (int64_t)y.len < n || (a_step && (int64_t)a.len < n) || (b_step && (int64_t)b.len < n) ||
+        (n > 0 && (a.len < 1 || b.len < 1))) {
+        PyErr_Format(PyExc_ValueError, "qadd: buffers (%zd, %zd, %zd bytes) do not hold %lld elements", a.len, b.len,
+                     y.len, (long long)n);
+    } else if (check_path("qadd", path) < 0) {
+    } else if (!isfinite(p.ratio_a) || !isfinite(p.ratio_b) || !isfinite(p.offset) || p.lo < lo_min || p.hi > hi_max ||
+               p.lo > p.hi) {
+        PyErr_SetString(PyExc_ValueError, "qadd: non-finite scale ratio or clamp outside the 8-bit range");
+    } else {
+#if defined(COMPRESS_X86)
+        const qadd_fn run = path == PATH_PORTABLE ? qadd_portable : qadd_fma;
+#else
+        const qadd_fn run = qadd_portable;
+#endif
+        Py_BEGIN_ALLOW_THREADS run(a.buf, a_step, b.buf, b_step, y.buf, n, &p);
+        Py_END_ALLOW_THREADS ret = Py_NewRef(Py_None);
+    }
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&b);
+    PyBuffer_Release(&y);
+    return ret;
+}
+
 static PyObject *py_paths(PyObject *self, PyObject *noargs) {
     (void)self;
     (void)noargs;
@@ -366,6 +403,9 @@ static PyMethodDef methods[] = {
     {"qdepthwise", py_qdepthwise, METH_VARARGS,
      "qdepthwise(x, batch, h, w, c, weights, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, zx, bias, mult, zy, lo, hi, out,"
      " threads, path): NHWC uint8 depthwise convolution, weights (kh*kw, c) int8"},
+    {"qadd", py_qadd, METH_VARARGS,
+     "qadd(a, b, y, n, ratio_a, ratio_b, offset, lo, hi, is_signed, path): quantized add;"
+     " a or b of one byte broadcasts"},
     {"paths", py_paths, METH_NOARGS, "paths() -> instruction-set paths available here, slowest first"},
     {NULL, NULL, 0, NULL},
 };

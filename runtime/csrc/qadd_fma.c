@@ -1,0 +1,3 @@
+/* Quantized add, AVX2+FMA build (body in qadd_impl.h). */
+#define QADD_NAME qadd_fma
+#include "qadd_impl.h"

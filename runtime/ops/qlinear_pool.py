@@ -1,0 +1,47 @@
+"""com.microsoft QLinearGlobalAveragePool and QLinearAveragePool.
+
+Sums are exact integers; requantization follows ORT's form
+y = rne((sum - n*z_x) * fp32(s_x / (s_y * n))) + z_y, which is the float QDQ result up to
+rounding of the mean (at most one step apart)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from runtime.graph import MS_DOMAIN
+from runtime.ops.pool import average_pool_sum
+from runtime.ops.qlinear_matmul import _require_const
+from runtime.ops.registry import register
+from runtime.qmath import QRANGE
+
+
+def _requantize(acc: np.ndarray, scale: np.ndarray, zy: int, dtype) -> np.ndarray:
+    lo, hi = QRANGE[np.dtype(dtype)]
+    return np.clip(np.rint(acc.astype(np.float32) * scale) + zy, lo, hi).astype(dtype)
+
+
+@register("QLinearGlobalAveragePool", domain=MS_DOMAIN)
+def qlinear_global_average_pool(node, graph, opts):
+    sx, zx, sy, zy = _require_const(node, graph, [1, 2, 3, 4], "quantization parameter")
+    axes = (1, 2) if node.attrs.get("channels_last", 0) else (2, 3)
+
+    def run(x, *_):
+        n = x.shape[axes[0]] * x.shape[axes[1]]
+        acc = x.sum(axis=axes, dtype=np.int64, keepdims=True) - n * int(zx)
+        scale = np.float32(sx) / (np.float32(sy) * np.float32(n))
+        return [_requantize(acc, scale, int(zy), zy.dtype)]
+
+    return run
+
+
+@register("QLinearAveragePool", domain=MS_DOMAIN)
+def qlinear_average_pool(node, graph, opts):
+    sx, zx, sy, zy = _require_const(node, graph, [1, 2, 3, 4], "quantization parameter")
+    where = f"{graph.source}: {node.describe()}"
+
+    def run(x, *_):
+        total, count = average_pool_sum(x.astype(np.int32) - int(zx), node, where)
+        mean = total.astype(np.float32) * np.float32(sx) / count
+        return [_requantize(mean, np.float32(1) / np.float32(sy), int(zy), zy.dtype)]
+
+    return run

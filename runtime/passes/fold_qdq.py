@@ -1,0 +1,250 @@
+"""Integer fold: DequantizeLinear -> op -> QuantizeLinear becomes one integer op.
+
+  Conv                      -> QLinearConv
+  Gemm                      -> com.microsoft QGemm (without a Q after it: fp32 output)
+  MatMul (constant B)       -> QLinearMatMul
+  Add, Mul                  -> com.microsoft QLinearAdd, QLinearMul
+  Concat                    -> com.microsoft QLinearConcat
+  GlobalAveragePool         -> com.microsoft QLinearGlobalAveragePool
+  AveragePool               -> com.microsoft QLinearAveragePool
+  Sigmoid, LeakyRelu        -> com.microsoft QLinearSigmoid, QLinearLeakyRelu
+  MaxPool, Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Identity with equal input and
+  output quantization       -> the same op on the quantized tensor (exact)
+
+These are the forms ONNX Runtime's QOperator format uses, so QDQ and QOperator models run
+through the same kernels.  Anything that does not match stays as DQ -> fp32 op -> Q, which
+is correct by definition, only slower."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from runtime.graph import MS_DOMAIN, Graph, Node
+
+QLINEAR = {
+    "Add": "QLinearAdd",
+    "Mul": "QLinearMul",
+    "GlobalAveragePool": "QLinearGlobalAveragePool",
+    "AveragePool": "QLinearAveragePool",
+    "Sigmoid": "QLinearSigmoid",
+    "LeakyRelu": "QLinearLeakyRelu",
+}
+MOVEMENT = {"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity"}
+
+
+class _Folder:
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.producers = graph.producers()
+        self.consumers = graph.consumers()
+        self.outputs = graph.output_names()
+
+    # -- matching helpers ------------------------------------------------------------
+    def dq(self, tensor: str, per_tensor: bool = True) -> Node | None:
+        """The DequantizeLinear producing tensor, when its scale and zero point are constant."""
+        node = self.producers.get(tensor)
+        if node is None or node.key != ("", "DequantizeLinear"):
+            return None
+        scale = self.graph.const(node.inputs[1])
+        zp_name = node.inputs[2] if len(node.inputs) > 2 else ""
+        if scale is None or (zp_name and self.graph.const(zp_name) is None):
+            return None
+        if per_tensor and scale.size != 1:
+            return None
+        return node
+
+    def zero_point(self, node: Node) -> str:
+        """Name of a Q/DQ node's zero point, materialising the uint8 0 default."""
+        if len(node.inputs) > 2 and node.inputs[2]:
+            return node.inputs[2]
+        name = self.graph.fresh_name(f"{node.name}_zero_point")
+        self.graph.constants[name] = np.zeros((), np.uint8)
+        return name
+
+    def q_after(self, tensor: str) -> Node | None:
+        """The only reader of tensor when it is a per-tensor QuantizeLinear."""
+        if tensor in self.outputs:
+            return None
+        readers = self.consumers.get(tensor, [])
+        if len(readers) != 1 or readers[0].key != ("", "QuantizeLinear"):
+            return None
+        q = readers[0]
+        scale = self.graph.const(q.inputs[1])
+        zp_name = q.inputs[2] if len(q.inputs) > 2 else ""
+        if scale is None or scale.size != 1 or (zp_name and self.graph.const(zp_name) is None):
+            return None
+        return q
+
+    def qparams(self, node: Node) -> list[str]:
+        return [node.inputs[1], self.zero_point(node)]
+
+    def same_qparams(self, a: Node, b: Node) -> bool:
+        c = self.graph.const
+        za = c(a.inputs[2]) if len(a.inputs) > 2 and a.inputs[2] else np.zeros((), np.uint8)
+        zb = c(b.inputs[2]) if len(b.inputs) > 2 and b.inputs[2] else np.zeros((), np.uint8)
+        return (
+            float(c(a.inputs[1]).reshape(())) == float(c(b.inputs[1]).reshape(()))
+            and za.dtype == zb.dtype
+            and int(za.reshape(())) == int(zb.reshape(()))
+        )
+
+    def int_bias(self, name: str, x_dq: Node, w_dq: Node, where: str) -> str:
+        """An int32 bias with scale s_x*s_w[c]: the DQ'd int32 itself when its scale already
+        matches, otherwise the fp32 bias requantized (round half to even, saturated)."""
+        g = self.graph
+        b_dq = self.dq(name, per_tensor=False)
+        expected = (
+            np.float32(g.const(x_dq.inputs[1]).reshape(()))
+            * g.const(w_dq.inputs[1]).astype(np.float32).reshape(-1)
+        ).astype(np.float32)
+        if (
+            b_dq is not None
+            and g.const(b_dq.inputs[0]) is not None
+            and g.const(b_dq.inputs[0]).dtype == np.int32
+        ):
+            bq, bs = g.const(b_dq.inputs[0]), g.const(b_dq.inputs[1]).astype(np.float32).reshape(-1)
+            bz = (
+                g.const(b_dq.inputs[2]) if len(b_dq.inputs) > 2 and b_dq.inputs[2] else np.zeros((), np.int32)
+            )
+            if np.allclose(bs, expected, rtol=1e-6, atol=0) and not np.any(bz):
+                return b_dq.inputs[0]
+            value = ((bq.astype(np.int64) - bz.astype(np.int64)) * bs).astype(np.float32)
+        else:
+            value = g.const(name) if b_dq is None else None
+            if value is None:
+                return ""
+        q = np.clip(np.rint(value.astype(np.float64) / expected.astype(np.float64)), -(2**31), 2**31 - 1)
+        new = g.fresh_name(f"{where}_bias_int32")
+        g.constants[new] = q.astype(np.int32)
+        return new
+
+    # -- rewrites --------------------------------------------------------------------
+    def fold(self, node: Node) -> Node | None:
+        if node.key[0]:
+            return None
+        op = node.op_type
+        if op == "Conv":
+            return self.fold_conv(node)
+        if op == "Gemm":
+            return self.fold_gemm(node)
+        if op == "MatMul":
+            return self.fold_matmul(node)
+        if op in QLINEAR:
+            return self.fold_elementwise(node)
+        if op == "Concat":
+            return self.fold_concat(node)
+        if op in MOVEMENT:
+            return self.fold_movement(node)
+        return None
+
+    def _fused(self, node: Node, attrs: dict) -> dict:
+        return {**attrs, **{k: node.attrs[k] for k in ("fused_min", "fused_max") if k in node.attrs}}
+
+    def fold_conv(self, node: Node) -> Node | None:
+        x_dq, w_dq, q = (
+            self.dq(node.inputs[0]),
+            self.dq(node.inputs[1], per_tensor=False),
+            self.q_after(node.outputs[0]),
+        )
+        if not (x_dq and w_dq and q) or self.graph.const(w_dq.inputs[0]) is None:
+            return None
+        bias = ""
+        if len(node.inputs) > 2 and node.inputs[2]:
+            bias = self.int_bias(node.inputs[2], x_dq, w_dq, node.name)
+            if not bias:
+                return None
+        inputs = [x_dq.inputs[0], *self.qparams(x_dq), w_dq.inputs[0], *self.qparams(w_dq), *self.qparams(q)]
+        return Node(
+            "QLinearConv",
+            node.name,
+            inputs + ([bias] if bias else []),
+            [q.outputs[0]],
+            self._fused(node, dict(node.attrs)),
+        )
+
+    def fold_gemm(self, node: Node) -> Node | None:
+        a_dq, b_dq = self.dq(node.inputs[0]), self.dq(node.inputs[1], per_tensor=False)
+        if not (a_dq and b_dq) or self.graph.const(b_dq.inputs[0]) is None:
+            return None
+        if float(node.attrs.get("beta", 1.0)) != 1.0 and len(node.inputs) > 2 and node.inputs[2]:
+            return None
+        bias = ""
+        if len(node.inputs) > 2 and node.inputs[2]:
+            c = self.graph.const(node.inputs[2])
+            dq_c = self.dq(node.inputs[2], per_tensor=False)
+            if (c is not None and c.ndim > 1) or (c is None and dq_c is None):
+                return None
+            bias = self.int_bias(node.inputs[2], a_dq, b_dq, node.name)
+            if not bias:
+                return None
+        q = self.q_after(node.outputs[0])
+        inputs = [a_dq.inputs[0], *self.qparams(a_dq), b_dq.inputs[0], *self.qparams(b_dq), bias]
+        attrs = {k: node.attrs[k] for k in ("transA", "transB", "alpha") if k in node.attrs}
+        if q is None:
+            if "fused_min" in node.attrs or "fused_max" in node.attrs:
+                return None
+            return Node("QGemm", node.name, inputs, [node.outputs[0]], attrs, MS_DOMAIN)
+        return Node(
+            "QGemm", node.name, inputs + self.qparams(q), [q.outputs[0]], self._fused(node, attrs), MS_DOMAIN
+        )
+
+    def fold_matmul(self, node: Node) -> Node | None:
+        a_dq, b_dq, q = (
+            self.dq(node.inputs[0]),
+            self.dq(node.inputs[1], per_tensor=False),
+            self.q_after(node.outputs[0]),
+        )
+        if not (a_dq and b_dq and q):
+            return None
+        b = self.graph.const(b_dq.inputs[0])
+        if b is None or b.ndim != 2:
+            return None
+        inputs = [a_dq.inputs[0], *self.qparams(a_dq), b_dq.inputs[0], *self.qparams(b_dq), *self.qparams(q)]
+        return Node("QLinearMatMul", node.name, inputs, [q.outputs[0]], self._fused(node, {}))
+
+    def fold_elementwise(self, node: Node) -> Node | None:
+        q = self.q_after(node.outputs[0])
+        dqs = [self.dq(i) for i in node.inputs[: 2 if node.op_type in ("Add", "Mul") else 1]]
+        if q is None or not all(dqs):
+            return None
+        extra = [i for i in node.inputs[len(dqs) :] if i]
+        if extra:
+            return None
+        inputs = [t for d in dqs for t in (d.inputs[0], *self.qparams(d))] + self.qparams(q)
+        attrs = self._fused(
+            node, {k: v for k, v in node.attrs.items() if k not in ("fused_min", "fused_max")}
+        )
+        return Node(QLINEAR[node.op_type], node.name, inputs, [q.outputs[0]], attrs, MS_DOMAIN)
+
+    def fold_concat(self, node: Node) -> Node | None:
+        q = self.q_after(node.outputs[0])
+        dqs = [self.dq(i) for i in node.inputs]
+        if q is None or not all(dqs):
+            return None
+        inputs = self.qparams(q) + [t for d in dqs for t in (d.inputs[0], *self.qparams(d))]
+        return Node("QLinearConcat", node.name, inputs, [q.outputs[0]], dict(node.attrs), MS_DOMAIN)
+
+    def fold_movement(self, node: Node) -> Node | None:
+        x_dq, q = self.dq(node.inputs[0]), self.q_after(node.outputs[0])
+        if not (x_dq and q) or not self.same_qparams(x_dq, q) or len([o for o in node.outputs if o]) != 1:
+            return None
+        return Node(
+            node.op_type, node.name, [x_dq.inputs[0], *node.inputs[1:]], [q.outputs[0]], dict(node.attrs)
+        )
+
+
+def fold_qdq(graph: Graph) -> Graph:
+    folder = _Folder(graph)
+    replaced: dict[int, Node] = {}
+    dropped: set[int] = set()
+    for node in graph.nodes:
+        new = folder.fold(node)
+        if new is None:
+            continue
+        replaced[id(node)] = new
+        q = folder.consumers.get(node.outputs[0], [None])[0]
+        if q is not None and q.key == ("", "QuantizeLinear") and new.outputs[0] == q.outputs[0]:
+            dropped.add(id(q))
+    graph.nodes = [replaced.get(id(n), n) for n in graph.nodes if id(n) not in dropped]
+    graph.toposort()
+    return graph
