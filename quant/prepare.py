@@ -243,6 +243,7 @@ def prepare(
     gm.graph.eliminate_dead_code()
     gm.graph.lint()
     gm.recompile()
+    gm.delete_all_unused_submodules()  # folded BNs, fused ReLUs
     if not list(quantizers(gm)):
         warnings.warn("no quantizable op (Conv2d, Linear, matmul, add, cat) found: the model stays float",
                       stacklevel=2)
