@@ -1,8 +1,9 @@
-"""com.microsoft QLinearGlobalAveragePool and QLinearAveragePool.
+"""com.microsoft QLinearGlobalAveragePool and QLinearAveragePool, computed the way ONNX
+Runtime does (so results match it exactly, and the QDQ reference to within one step).
 
-Sums are exact integers; requantization follows ORT's form
-y = rne((sum - n*z_x) * fp32(s_x / (s_y * n))) + z_y, which is the float QDQ result up to
-rounding of the mean (at most one step apart)."""
+Global pooling sums exact integers and requantizes once:
+y = rne((sum - n*z_x) * fp32(s_x / (s_y * n))) + z_y.  Windowed pooling is the QDQ
+reference itself: dequantize, average in fp32, quantize."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from runtime.graph import MS_DOMAIN
 from runtime.ops.pool import average_pool_sum
 from runtime.ops.qlinear_matmul import _require_const
 from runtime.ops.registry import register
-from runtime.qmath import QRANGE
+from runtime.qmath import QRANGE, dequantize, quantize
 
 
 def _requantize(acc: np.ndarray, scale: np.ndarray, zy: int, dtype) -> np.ndarray:
@@ -40,8 +41,7 @@ def qlinear_average_pool(node, graph, opts):
     where = f"{graph.source}: {node.describe()}"
 
     def run(x, *_):
-        total, count = average_pool_sum(x.astype(np.int32) - int(zx), node, where)
-        mean = total.astype(np.float32) * np.float32(sx) / count
-        return [_requantize(mean, np.float32(1) / np.float32(sy), int(zy), zy.dtype)]
+        total, count = average_pool_sum(dequantize(x, sx, zx), node, where)
+        return [quantize((total / count).astype(np.float32), sy, zy)]
 
     return run

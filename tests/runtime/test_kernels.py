@@ -1,0 +1,257 @@
+"""C kernels against numpy references, on every instruction-set path this CPU offers,
+over random shapes including M=1, N=1 and K not a multiple of 64 -- and bit-identical
+across paths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from runtime import kernels
+from runtime.errors import InferenceError
+
+PATHS = kernels.available_paths()
+FAST = settings(max_examples=25, deadline=None)
+
+
+def requant_reference(acc: np.ndarray, mult: np.ndarray, zy: int, lo: int, hi: int) -> np.ndarray:
+    """DESIGN.md §3: clamp(rne(fp32(acc) * M) + z_y, lo, hi)."""
+    f = acc.astype(np.float32) * mult
+    return np.clip(np.rint(f) + zy, lo, hi).astype(np.int32)
+
+
+def random_stage(rng, n: int, int32: bool, signed: bool = False) -> kernels.OutputStage:
+    bias = rng.integers(-5000, 5000, n).astype(np.int32)
+    if int32:
+        return kernels.OutputStage(bias, None)
+    mult = (rng.random(n) * 2e-3 + 1e-5).astype(np.float32)
+    if signed:
+        return kernels.OutputStage(
+            bias, mult, int(rng.integers(-20, 20)), -128, int(rng.integers(0, 128)), np.int8
+        )
+    zy = int(rng.integers(0, 256))
+    lo = int(rng.integers(0, zy + 1))
+    return kernels.OutputStage(bias, mult, zy, lo, int(rng.integers(max(lo, 1), 256)), np.uint8)
+
+
+def stage_reference(acc: np.ndarray, stage: kernels.OutputStage) -> np.ndarray:
+    acc = acc + stage.bias
+    if stage.multiplier is None:
+        return acc.astype(np.int32)
+    return requant_reference(acc, stage.multiplier, stage.zero_point, stage.lo, stage.hi).astype(stage.dtype)
+
+
+@FAST
+@given(
+    m=st.integers(1, 130),
+    n=st.integers(1, 90),
+    k=st.integers(1, 300),
+    seed=st.integers(0, 2**16),
+    int32=st.booleans(),
+    signed=st.booleans(),
+    threads=st.sampled_from([1, 2]),
+)
+def test_gemm_matches_reference_on_every_path(m, n, k, seed, int32, signed, threads):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    w = rng.integers(-128, 128, (n, k), dtype=np.int8)
+    stage = random_stage(rng, n, int32, signed)
+    expected = stage_reference(a.astype(np.int64) @ w.astype(np.int64).T, stage)
+    packed = kernels.pack_weights(w)
+    for path in PATHS:
+        got = kernels.gemm(a, packed, stage, threads, path)
+        np.testing.assert_array_equal(got, expected, err_msg=f"path {path}")
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (1, 1000, 512), (7, 1, 65), (33, 17, 64), (96, 64, 576)])
+def test_gemm_awkward_shapes_are_bit_identical_across_paths(m, n, k):
+    rng = np.random.default_rng(m * n + k)
+    a = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    w = rng.integers(-128, 128, (n, k), dtype=np.int8)
+    a[0, :] = 255  # the extreme that saturates vpmaddubsw's int16 sums
+    w[:, :] = np.where(rng.random((n, k)) < 0.5, -128, 127).astype(np.int8)
+    stage = random_stage(rng, n, int32=True)
+    results = [kernels.gemm(a, kernels.pack_weights(w), stage, 1, p) for p in PATHS]
+    expected = stage_reference(a.astype(np.int64) @ w.astype(np.int64).T, stage)
+    for path, got in zip(PATHS, results, strict=True):
+        np.testing.assert_array_equal(got, expected, err_msg=f"path {path}")
+
+
+def conv_reference(x, w_okkc, geom: kernels.ConvGeometry, zx: int, stage) -> np.ndarray:
+    """NHWC integer convolution in int64 numpy, padding with the zero point."""
+    b, h, wd, c = x.shape
+    (kh, kw), (sh, sw), (dh, dw) = geom.kernel, geom.strides, geom.dilations
+    pt, pl, pb, pr = geom.pads
+    xp = np.pad(x.astype(np.int64) - zx, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    oh, ow = geom.output_hw(h, wd)
+    acc = np.zeros((b, oh, ow, w_okkc.shape[0]), np.int64)
+    for ky in range(kh):
+        for kx in range(kw):
+            patch = xp[
+                :, ky * dh : ky * dh + sh * (oh - 1) + 1 : sh, kx * dw : kx * dw + sw * (ow - 1) + 1 : sw, :
+            ]
+            acc += patch @ w_okkc[:, ky, kx, :].astype(np.int64).T
+    return stage_reference(acc, stage)
+
+
+geometries = st.builds(
+    kernels.ConvGeometry,
+    kernel=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    strides=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    dilations=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    pads=st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(0, 2), st.integers(0, 2)),
+)
+
+
+@FAST
+@given(
+    geom=geometries,
+    b=st.integers(1, 2),
+    h=st.integers(4, 12),
+    w=st.integers(4, 12),
+    c=st.integers(1, 20),
+    n=st.integers(1, 40),
+    seed=st.integers(0, 2**16),
+    int32=st.booleans(),
+)
+def test_conv_matches_reference_on_every_path(geom, b, h, w, c, n, seed, int32):
+    rng = np.random.default_rng(seed)
+    kh, kw = geom.kernel
+    x = rng.integers(0, 256, (b, h, w, c), dtype=np.uint8)
+    wt = rng.integers(-128, 128, (n, kh, kw, c), dtype=np.int8)
+    zx = int(rng.integers(0, 256))
+    stage = random_stage(rng, n, int32)
+    # The GEMM path needs bias minus z_x * column sums; the reference subtracts z_x itself.
+    colsum = wt.reshape(n, -1).astype(np.int64).sum(axis=1)
+    gemm_stage = kernels.OutputStage(
+        (stage.bias - zx * colsum).astype(np.int32),
+        stage.multiplier,
+        stage.zero_point,
+        stage.lo,
+        stage.hi,
+        stage.dtype,
+    )
+    expected = conv_reference(x, wt, geom, zx, stage)
+    packed = kernels.pack_weights(wt.reshape(n, -1))
+    for path in PATHS:
+        got = kernels.conv_nhwc(x, packed, geom, zx, gemm_stage, 2, path)
+        np.testing.assert_array_equal(got, expected, err_msg=f"path {path}")
+
+
+@FAST
+@given(
+    geom=geometries,
+    b=st.integers(1, 2),
+    h=st.integers(4, 12),
+    w=st.integers(4, 12),
+    c=st.integers(1, 70),
+    seed=st.integers(0, 2**16),
+)
+def test_depthwise_matches_reference_on_every_path(geom, b, h, w, c, seed):
+    rng = np.random.default_rng(seed)
+    kh, kw = geom.kernel
+    x = rng.integers(0, 256, (b, h, w, c), dtype=np.uint8)
+    wt = rng.integers(-128, 128, (kh, kw, c), dtype=np.int8)
+    zx = int(rng.integers(0, 256))
+    stage = random_stage(rng, c, int32=False)
+    # Depthwise == one 1-channel conv per channel.
+    expected = np.concatenate(
+        [
+            conv_reference(
+                x[..., i : i + 1],
+                wt[None, :, :, i : i + 1],
+                geom,
+                zx,
+                kernels.OutputStage(
+                    stage.bias[i : i + 1], stage.multiplier[i : i + 1], stage.zero_point, stage.lo, stage.hi
+                ),
+            )
+            for i in range(c)
+        ],
+        axis=3,
+    )
+    for path in PATHS:
+        got = kernels.depthwise_nhwc(x, wt, geom, zx, stage, 2, path)
+        np.testing.assert_array_equal(got, expected, err_msg=f"path {path}")
+
+
+@FAST
+@given(n=st.integers(1, 300), seed=st.integers(0, 2**16), scalar_b=st.booleans())
+def test_qadd_paths_agree_and_stay_within_one_step_of_reference(n, seed, scalar_b):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 256, n, dtype=np.uint8)
+    b = rng.integers(0, 256, 1 if scalar_b else n, dtype=np.uint8)
+    sa, sb, sy = (float(v) for v in rng.random(3) * 0.1 + 0.001)
+    za, zb, zy = (int(v) for v in rng.integers(0, 256, 3))
+    params = kernels.AddParams.from_scales(sa, za, sb, zb, sy, zy, 0, 255)
+    outs = [kernels.qadd(a, b, params, p) for p in ("portable", PATHS[-1])]
+    np.testing.assert_array_equal(outs[0], outs[1])
+    ref = np.clip(
+        np.rint(
+            ((a.astype(np.float32) - za) * np.float32(sa) + (b.astype(np.float32) - zb) * np.float32(sb))
+            / np.float32(sy)
+        )
+        + zy,
+        0,
+        255,
+    )
+    assert np.abs(outs[0].astype(int) - ref).max() <= 1
+
+
+def test_kernels_refuse_buffers_that_do_not_match():
+    from runtime import _kernels
+
+    packed = kernels.pack_weights(np.ones((4, 8), np.int8))
+    bias, mult = np.zeros(4, np.int32), np.ones(4, np.float32)
+    small = np.zeros(8 * 3 - 1, np.uint8)
+    out = np.zeros((3, 4), np.uint8)
+    with pytest.raises(ValueError, match="a holds"):
+        _kernels.qgemm(small, 3, 8, packed, bias, mult, 0, 0, 255, 4, out, 1, 0)
+    with pytest.raises(ValueError, match="output holds"):
+        _kernels.qgemm(np.zeros(24, np.uint8), 3, 8, packed, bias, mult, 0, 0, 255, 4, out[:2], 1, 0)
+    with pytest.raises(ValueError, match="bias holds"):
+        _kernels.qgemm(np.zeros(24, np.uint8), 3, 8, packed, bias[:3], mult, 0, 0, 255, 4, out, 1, 0)
+    with pytest.raises(ValueError, match="out of range"):
+        _kernels.qgemm(np.zeros(24, np.uint8), -3, 8, packed, bias, mult, 0, 0, 255, 4, out, 1, 0)
+    with pytest.raises(ValueError, match="larger than padded input"):
+        _kernels.qconv(
+            np.zeros(4, np.uint8),
+            1,
+            2,
+            2,
+            1,
+            kernels.pack_weights(np.ones((1, 9), np.int8)),
+            3,
+            3,
+            1,
+            1,
+            1,
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            bias[:1],
+            mult[:1],
+            0,
+            0,
+            255,
+            np.zeros(4, np.uint8),
+            1,
+            0,
+        )
+    with pytest.raises(ValueError, match="not available"):
+        _kernels.qgemm(np.zeros(24, np.uint8), 3, 8, packed, bias, mult, 0, 0, 255, 4, out, 1, 99)
+    with pytest.raises(InferenceError, match="not available"):
+        kernels.resolve_path("sse9")
+
+
+def test_isa_environment_variable_forces_a_path(monkeypatch):
+    monkeypatch.setenv(kernels.ISA_ENV, "portable")
+    assert kernels.resolve_path() == 0
+    monkeypatch.setenv(kernels.ISA_ENV, "no-such-isa")
+    with pytest.raises(InferenceError):
+        kernels.resolve_path()
