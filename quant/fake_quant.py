@@ -39,11 +39,17 @@ class FakeQuantize(nn.Module):
         return self.spec.axis if self.spec.per_channel else None
 
     def forward(self, x: torch.Tensor, observe: bool = True) -> torch.Tensor:
-        """``observe=False`` reuses this quantizer's grid without recording (pass-through requantize)."""
-        if observe and self.observe_enabled:
+        """``observe=False`` reuses this quantizer's grid without recording (pass-through requantize).
+
+        While quantizing (QAT), statistics are recorded in training mode only: an eval
+        forward must be the deterministic int8 model that export writes, not move its scales.
+        """
+        if observe and self.observe_enabled and (self.training or not self.quant_enabled):
             self.observer(x)
             if self.quant_enabled:
                 self.compute_qparams(check_zero_range=False)
+                if self.learnable:  # LSQ: observation only initialises the scale, training moves it
+                    self.observe_enabled.fill_(0)
         if not self.quant_enabled:
             return x
         if self.learnable:
@@ -70,6 +76,14 @@ class FakeQuantize(nn.Module):
         self.zero_point = zp
         if self.learnable:
             self.log_scale.data = scale.log().reshape(self.log_scale.shape) if scale.dim() == 0 else scale.log()
+
+    def train(self, mode: bool = True) -> FakeQuantize:
+        """Entering eval mirrors a learned (LSQ) scale into ``scale``, the buffer exporters read."""
+        super().train(mode)
+        if not mode and self.learnable:
+            with torch.no_grad():
+                self.scale.copy_(self.log_scale.detach().exp().reshape(self.scale.shape))
+        return self
 
     def enable(self, *, observe: bool, quant: bool) -> None:
         self.observe_enabled.fill_(int(observe))

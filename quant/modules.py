@@ -45,6 +45,15 @@ class QuantWeighted(nn.Module):
         """The float bias before int32 quantization (BN folded); exporters read this."""
         return self.bias
 
+    def train(self, mode: bool = True) -> QuantWeighted:
+        """Entering eval re-measures a still-observed weight (QAT): after the last optimizer
+        step the weight scale would otherwise lag one step behind the weight, and exporters
+        read both without running a forward."""
+        super().train(mode)
+        if not mode and self.weight_quant.observe_enabled and self.weight_quant.quant_enabled:
+            self.refresh_weight_qparams()
+        return self
+
     @torch.no_grad()
     def refresh_weight_qparams(self) -> None:
         """Measure the current weight once more (after training or calibration)."""

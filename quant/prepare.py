@@ -29,6 +29,7 @@ from quant.fake_quant import FakeQuantize
 from quant.fuse import activation_of, fold_batchnorms, is_module, is_tensor_node, set_module, sole_user
 from quant.modules import QuantConv2d, QuantLinear
 from quant.observers import Observer
+from quant.qat import swap_conv_bn
 from quant.spec import ACT_INT8, ACT_UINT8, WEIGHT_INT8_PER_CHANNEL, QuantSpec
 from quant.trace import example_shapes, trace
 
@@ -224,8 +225,13 @@ def prepare(
     *,
     float_fallback: bool = False,
     fold_bn: bool = True,
+    qat: bool = False,
 ) -> fx.GraphModule:
-    """A fake-quant copy of ``model`` (the input model is never modified)."""
+    """A fake-quant copy of ``model`` (the input model is never modified).
+
+    ``qat=True`` keeps each Conv→BN pair trainable as a QuantConvBn2d (BN folded on the
+    fly, quant/qat.py) instead of folding it once with today's statistics.
+    """
     model = copy.deepcopy(model)
     was_training = model.training
     model.eval()
@@ -235,6 +241,8 @@ def prepare(
             gm.get_submodule(name)
         except AttributeError:
             raise QuantError(f"skip names unknown module '{name}'") from None
+    if qat:
+        swap_conv_bn(gm, qconfig.weight, qconfig.skip)
     if fold_bn:
         fold_batchnorms(gm)
     swap_weighted(gm, qconfig)
