@@ -22,6 +22,7 @@ PORTABLE = [
     "conv.c",
     "depthwise_portable.c",
     "qadd_portable.c",
+    "maxpool.c",
 ]
 AVX512 = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni"]
 ISA_FLAGS = {

@@ -228,3 +228,15 @@ def qadd(a: np.ndarray, b: np.ndarray, params: AddParams, path: str | None = Non
         resolve_path(path),
     )
     return out
+
+
+def maxpool_nhwc(x: np.ndarray, geom: ConvGeometry, threads: int = 1) -> np.ndarray:
+    """NHWC uint8/int8 max pooling (padding never wins, as with ONNX's -inf padding)."""
+    if x.dtype not in (np.uint8, np.int8) or x.ndim != 4:
+        raise InferenceError(f"maxpool_nhwc expects a 4-D uint8/int8 array, got {x.dtype} {x.shape}")
+    x = np.ascontiguousarray(x)
+    b, h, w, c = x.shape
+    oh, ow = geom.output_hw(h, w)
+    out = np.empty((b, max(oh, 0), max(ow, 0), c), x.dtype)
+    _kernels.maxpool(x, b, h, w, c, *geom.args(), out, int(x.dtype == np.int8), threads)
+    return out

@@ -12,6 +12,7 @@
 
 #include "conv.h"
 #include "dispatch.h"
+#include "maxpool.h"
 #include "qadd.h"
 #include "qgemm.h"
 
@@ -378,6 +379,37 @@ static PyObject *py_qadd(PyObject *self, PyObject *args) {
     return ret;
 }
 
+static PyObject *py_maxpool(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer x, out;
+    conv_geom g;
+    int64_t pb, pr;
+    int is_signed, threads;
+    if (!PyArg_ParseTuple(args, "y*LLLLLLLLLLLLLLw*ii", &x, &g.batch, &g.h, &g.w, &g.c, &g.kh, &g.kw, &g.sh, &g.sw,
+                          &g.dh, &g.dw, &g.pt, &g.pl, &pb, &pr, &out, &is_signed, &threads))
+        return NULL;
+    PyObject *ret = NULL;
+    const char *names[] = {"batch", "h", "w", "c", "kh", "kw", "sh", "sw", "dh", "dw"};
+    const int64_t dims[] = {g.batch, g.h, g.w, g.c, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw};
+    const char *pnames[] = {"pad_top", "pad_left", "pad_bottom", "pad_right"};
+    const int64_t pads[] = {g.pt, g.pl, pb, pr};
+    if (check_dims("maxpool", 10, dims, names, 1) < 0 || check_dims("maxpool", 4, pads, pnames, 0) < 0 ||
+        conv_geometry("maxpool", &g, pb, pr) < 0 || need("maxpool", "x", &x, g.batch * g.h * g.w, g.c, g.c, 1) < 0 ||
+        need("maxpool", "output", &out, g.batch * g.oh * g.ow, g.c, g.c, 1) < 0)
+        goto release;
+    if (g.pt >= g.kh * g.dh || g.pl >= g.kw * g.dw || pb >= g.kh * g.dh || pr >= g.kw * g.dw) {
+        PyErr_SetString(PyExc_ValueError, "maxpool: a pad reaches past a whole window (windows of padding only)");
+        goto release;
+    }
+    maxpool_args a = {x.buf, out.buf, g, is_signed, 0};
+    Py_BEGIN_ALLOW_THREADS maxpool_run(&a, threads);
+    Py_END_ALLOW_THREADS ret = Py_NewRef(Py_None);
+release:
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&out);
+    return ret;
+}
+
 static PyObject *py_paths(PyObject *self, PyObject *noargs) {
     (void)self;
     (void)noargs;
@@ -406,6 +438,9 @@ static PyMethodDef methods[] = {
     {"qadd", py_qadd, METH_VARARGS,
      "qadd(a, b, y, n, ratio_a, ratio_b, offset, lo, hi, is_signed, path): quantized add;"
      " a or b of one byte broadcasts"},
+    {"maxpool", py_maxpool, METH_VARARGS,
+     "maxpool(x, batch, h, w, c, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, out, is_signed, threads): NHWC 8-bit"
+     " max pooling"},
     {"paths", py_paths, METH_NOARGS, "paths() -> instruction-set paths available here, slowest first"},
     {NULL, NULL, 0, NULL},
 };

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from runtime import kernels
 from runtime.errors import InferenceError
 from runtime.ops.conv_geometry import conv_geometry
 from runtime.ops.registry import register
@@ -35,6 +36,8 @@ def max_pool(node, graph, opts):
 
     def run(x: np.ndarray) -> list[np.ndarray]:
         geom = _geometry(node, x, where)
+        if axes == (1, 2) and x.dtype in (np.uint8, np.int8) and max(geom.pads) < min(geom.kernel):
+            return [kernels.maxpool_nhwc(x, geom, opts.threads)]
         fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
         out = None
         for view in taps(pad_spatial(x, geom, fill, axes), geom, axes):
