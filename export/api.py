@@ -1,0 +1,113 @@
+"""The export entry points: build, clean, (convert), check, then write atomically.
+
+Every check runs on the in-memory model before the first byte reaches the disk, so
+an unsupported model or a graph that fails ``onnx.checker`` leaves no file behind
+and an existing file at ``path`` untouched.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from export.atomic import write_atomic
+from export.cleanup import clean
+from export.errors import OnnxExportError
+from export.fx_to_onnx import build_qdq
+from export.qoperator import to_qoperator
+
+DEFAULT_OPSET = 17  # LayerNormalization; per-channel DequantizeLinear needs only 13
+MIN_OPSET, MAX_OPSET = 13, 21
+FORMATS = ("qdq", "qoperator")
+
+
+def _as_tuple(example_inputs: object) -> tuple:
+    return example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+
+
+def build_quantized(
+    qmodel: nn.Module,
+    example_inputs: object,
+    *,
+    format: str = "qdq",
+    opset: int | None = None,
+    dynamic_batch: bool = True,
+) -> onnx.ModelProto:
+    """The checked, cleaned ONNX model of a fake-quant model, in memory."""
+    if format not in FORMATS:
+        raise OnnxExportError(f"format must be one of {FORMATS}, got {format!r}")
+    opset = DEFAULT_OPSET if opset is None else int(opset)
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise OnnxExportError(
+            f"opset must be in {MIN_OPSET}..{MAX_OPSET} (per-channel DequantizeLinear), got {opset}"
+        )
+    model = clean(build_qdq(qmodel, _as_tuple(example_inputs), opset, dynamic_batch))
+    if format == "qoperator":
+        model = clean(to_qoperator(model))
+    check(model)
+    return model
+
+
+def check(model: onnx.ModelProto) -> None:
+    """onnx.checker with full shape inference; failures become OnnxExportError."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise OnnxExportError(f"the exported graph fails onnx.checker: {exc}") from exc
+
+
+def export_quantized(
+    qmodel: nn.Module,
+    path: str | os.PathLike,
+    example_inputs: object,
+    *,
+    format: str = "qdq",
+    opset: int | None = None,
+    dynamic_batch: bool = True,
+) -> Path:
+    """Write the int8 ONNX file of ``qmodel`` to ``path`` atomically; returns the path."""
+    model = build_quantized(qmodel, example_inputs, format=format, opset=opset, dynamic_batch=dynamic_batch)
+    return write_atomic(path, model.SerializeToString())
+
+
+def export_float(
+    model: nn.Module,
+    path: str | os.PathLike,
+    example_inputs: object,
+    *,
+    opset: int | None = None,
+    dynamic_batch: bool = True,
+) -> Path:
+    """The fp32 reference file (torch.onnx's TorchScript exporter), written atomically.
+
+    It is the baseline of the size comparison: the same architecture with float
+    weights and BatchNorm as the float model has it.
+    """
+    args = _as_tuple(example_inputs)
+    names = [f"input_{i}" if len(args) > 1 else "input" for i in range(len(args))]
+    axes = {n: {0: "batch"} for n in [*names, "output"]} if dynamic_batch else None
+    buf = io.BytesIO()
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                model,
+                args,
+                buf,
+                dynamo=False,
+                opset_version=opset or DEFAULT_OPSET,
+                input_names=names,
+                output_names=["output"],
+                dynamic_axes=axes,
+            )
+    finally:
+        model.train(was_training)
+    onnx_model = onnx.load_from_string(buf.getvalue())
+    check(onnx_model)
+    return write_atomic(path, buf.getvalue())
