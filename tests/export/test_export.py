@@ -1,0 +1,161 @@
+"""compress.export_onnx end to end: file contents, checker, ONNX Runtime agreement, errors."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn.functional as F
+from onnx import numpy_helper
+from torch import nn
+
+import compress
+from export import export_float
+from export.validate import compare, ort_session
+from quant.spec import bias_scale
+from tests.export.models import TransformerBlock
+
+
+@pytest.fixture(scope="module")
+def mnist_q(trained_mnist_cnn, mnist_split):
+    calib = [(mnist_split.x_train[i:i + 100], None) for i in range(0, 500, 100)]
+    return compress.quantize(trained_mnist_cnn, calib, progress=False)
+
+
+def _export(qmodel, path, x, **kw):
+    compress.export_onnx(qmodel, path, x, **kw)
+    model = onnx.load(path)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+@pytest.mark.parametrize("fmt", ["qdq", "qoperator"])
+def test_mnist_cnn_ort_agrees_with_simulation(mnist_q, mnist_split, tmp_path, fmt):
+    model = _export(mnist_q, tmp_path / "m.onnx", mnist_split.x_test[:2], format=fmt)
+    sess = ort_session(model.SerializeToString())
+    for batch in (1, 7):  # the batch dimension is symbolic
+        out = sess.run(None, {"x": mnist_split.x_test[:batch].numpy()})[0]
+        assert out.shape == (batch, 10)
+    agree = compare(mnist_q, sess, mnist_split.x_test)
+    assert agree.top1_agreement >= 0.995
+    assert agree.max_code_diff <= 1
+    assert agree.codes_identical >= 0.99
+
+
+def test_qdq_file_holds_int8_weights_int32_bias_and_uint8_activations(mnist_q, mnist_split, tmp_path):
+    model = _export(mnist_q, tmp_path / "m.onnx", mnist_split.x_test[:2])
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    ops = [n.op_type for n in model.graph.node]
+    assert "BatchNormalization" not in ops  # folded
+    assert model.opset_import[0].version >= 13
+    conv1 = mnist_q.conv1
+    w = inits["conv1.weight_q"]
+    assert w.dtype == np.int8 and w.shape == tuple(conv1.weight.shape) and np.abs(w).max() <= 127
+    assert inits["conv1.weight_scale"].shape == (conv1.weight.shape[0],)  # per output channel
+    dq_w = next(n for n in model.graph.node if n.input and n.input[0] == "conv1.weight_q")
+    assert next(a.i for a in dq_w.attribute if a.name == "axis") == 0
+    b = inits["conv1.bias_q"]
+    s_b = bias_scale(mnist_q.act_quant_0.scale, conv1.weight_quant.scale)
+    assert b.dtype == np.int32
+    np.testing.assert_array_equal(b, torch.round(conv1.effective_bias().detach() / s_b).numpy().astype(np.int32))
+    np.testing.assert_array_equal(inits["conv1.bias_scale"], s_b.numpy())
+    act_zps = [v for k, v in inits.items() if k.endswith(".zero_point") and "weight" not in k and "bias" not in k]
+    assert act_zps and all(z.dtype == np.uint8 and z.shape == () for z in act_zps)
+
+
+def test_int8_file_is_about_4x_smaller_than_fp32(trained_mnist_cnn, mnist_q, mnist_split, tmp_path):
+    x = mnist_split.x_test[:2]
+    export_float(trained_mnist_cnn, tmp_path / "f.onnx", x)
+    compress.export_onnx(mnist_q, tmp_path / "q.onnx", x)
+    ratio = (tmp_path / "f.onnx").stat().st_size / (tmp_path / "q.onnx").stat().st_size
+    assert ratio > 3.5
+
+
+def test_int8_activations_and_per_tensor_4bit_weights(trained_mnist_cnn, mnist_split, tmp_path):
+    calib = [(mnist_split.x_train[:200], None)]
+    q = compress.quantize(trained_mnist_cnn, calib, activation_dtype="int8", per_channel=False, weight_bits=4,
+                          progress=False)
+    for fmt in ("qdq", "qoperator"):
+        model = _export(q, tmp_path / f"{fmt}.onnx", mnist_split.x_test[:2], format=fmt)
+        inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        w = inits["conv2.weight_q"]
+        assert np.abs(w).max() <= 7 and inits["conv2.weight_scale"].shape == ()
+        zps = [v for k, v in inits.items() if k.endswith("output.zero_point")]
+        assert zps and all(z.dtype == np.int8 for z in zps)
+        agree = compare(q, ort_session(model.SerializeToString()), mnist_split.x_test[:300])
+        assert agree.top1_agreement >= 0.99 and agree.max_code_diff <= 1
+
+
+def test_fixed_batch(mnist_q, mnist_split, tmp_path):
+    model = _export(mnist_q, tmp_path / "m.onnx", mnist_split.x_test[:3], dynamic_batch=False)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [3, 1, 28, 28]
+
+
+@pytest.mark.parametrize("fmt", ["qdq", "qoperator"])
+def test_transformer_block_exports_and_runs(tmp_path, fmt):
+    torch.manual_seed(0)
+    x = torch.randn(200, 8, 16)
+    q = compress.quantize(TransformerBlock().eval(), [x[:64], x[64:128]], progress=False)
+    model = _export(q, tmp_path / "t.onnx", x[:2], format=fmt)
+    ops = {n.op_type for n in model.graph.node}
+    assert {"LayerNormalization", "Softmax", "Erf"} <= ops
+    assert ("MatMul" if fmt == "qdq" else "QLinearMatMul") in ops
+    sess = ort_session(model.SerializeToString())
+    assert sess.run(None, {"x": x[:7].numpy()})[0].shape == (7, 10)
+    agree = compare(q, sess, x)
+    assert agree.top1_agreement >= 0.995 and agree.max_code_diff <= 1
+
+
+def test_qat_model_exports(trained_mnist_cnn, mnist_loaders, mnist_split, tmp_path):
+    x = mnist_split.x_train[:64]
+    qat = compress.prepare_qat(trained_mnist_cnn, x, progress=False)
+    opt = torch.optim.SGD(qat.parameters(), lr=1e-3)
+    for i, (xb, yb) in enumerate(mnist_loaders[0]):
+        loss = F.cross_entropy(qat(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i == 3:
+            break
+    qat.eval()
+    model = _export(qat, tmp_path / "qat.onnx", x[:2])
+    assert "BatchNormalization" not in {n.op_type for n in model.graph.node}
+    agree = compare(qat, ort_session(model.SerializeToString()), mnist_split.x_test[:300])
+    assert agree.top1_agreement >= 0.99 and agree.max_code_diff <= 1
+
+
+class _Unsupported(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(2)
+        self.fc = nn.Linear(4 * 28 * 28, 10)
+
+    def forward(self, x):
+        y = self.shuffle(self.conv(x))  # 4 → 1 channel at 56×56
+        y = F.interpolate(y, size=(28, 28))
+        return self.fc(torch.cat([y] * 4, 1).flatten(1))
+
+
+def test_unsupported_ops_are_all_named_and_nothing_is_written(tmp_path):
+    x = torch.randn(8, 1, 28, 28)
+    q = compress.quantize(_Unsupported().eval(), [x], progress=False)
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"previous file")
+    with pytest.raises(compress.ExportError) as err:
+        compress.export_onnx(q, path, x[:2])
+    msg = str(err.value)
+    assert "shuffle (PixelShuffle)" in msg and "interpolate" in msg and "2 unsupported" in msg
+    assert path.read_bytes() == b"previous file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_bad_arguments_raise_export_error(mnist_q, tmp_path):
+    x = torch.randn(2, 1, 28, 28)
+    with pytest.raises(compress.ExportError, match="format"):
+        compress.export_onnx(mnist_q, tmp_path / "m.onnx", x, format="tflite")
+    with pytest.raises(compress.ExportError, match="opset"):
+        compress.export_onnx(mnist_q, tmp_path / "m.onnx", x, opset=11)
+    with pytest.raises(compress.ExportError, match="GraphModule"):
+        compress.export_onnx(nn.Linear(2, 2), tmp_path / "m.onnx", torch.randn(1, 2))
+    assert not list(tmp_path.iterdir())
