@@ -512,3 +512,12 @@ def _floordiv(cx: ExportContext, node: fx.Node) -> Any:
     if isinstance(a, str) or isinstance(b, str):
         raise OnnxExportError(f"{node.name} (floordiv): only shape arithmetic is exported")
     return a // b
+
+
+@_register(FUNCTIONS, math.sqrt, math.floor, math.ceil, builtins.int, builtins.float)
+def _python_scalar(cx: ExportContext, node: fx.Node) -> Any:
+    """Python arithmetic on shapes (e.g. ``math.sqrt(head_dim)``) is evaluated at export time."""
+    args = cx.value(node.args)
+    if any(isinstance(a, str) for a in args):
+        raise OnnxExportError(f"{node.name} ({node.target.__name__}): only Python numbers are exported here")
+    return node.target(*args)

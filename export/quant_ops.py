@@ -96,9 +96,8 @@ def _input_scale(cx: ExportContext, node: fx.Node) -> torch.Tensor:
     arg = node.args[1] if len(node.args) > 1 else node.kwargs.get("input_scale")
     if not isinstance(arg, fx.Node) or arg.op != "get_attr":
         raise OnnxExportError(
-            f"{node.name} ({type(cx.modules[node.target]).__name__}): has a bias but no input scale "
-            "argument, "
-            "so its int32 bias codes are undefined"
+            f"{node.name} ({type(cx.modules[node.target]).__name__}): has a bias but no input-scale "
+            "argument, so its int32 bias codes are undefined"
         )
     owner, _, attr = str(arg.target).rpartition(".")
     return getattr(cx.gm.get_submodule(owner), attr).detach().float()

@@ -10,7 +10,9 @@ from export.cleanup import cancel_redundant_qdq, clean, fold_constants, remove_d
 
 def _model(nodes, inits, out="y", opset=17):
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
         [helper.make_tensor_value_info(out, TensorProto.FLOAT, [2, 3])],
         initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()],
     )
@@ -20,7 +22,9 @@ def _model(nodes, inits, out="y", opset=17):
 
 
 def _run(model, x):
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x}
+    )[0]
 
 
 QP = {"s": np.array(0.05, np.float32), "z": np.array(128, np.uint8)}
@@ -28,8 +32,10 @@ QP = {"s": np.array(0.05, np.float32), "z": np.array(128, np.uint8)}
 
 def test_remove_dead_nodes_drops_unused_nodes_and_initializers():
     m = _model(
-        [helper.make_node("Relu", ["x"], ["y"], name="live"),
-         helper.make_node("Add", ["x", "w"], ["dead"], name="dead")],
+        [
+            helper.make_node("Relu", ["x"], ["y"], name="live"),
+            helper.make_node("Add", ["x", "w"], ["dead"], name="dead"),
+        ],
         {"w": np.ones((2, 3), np.float32)},
     )
     remove_dead_nodes(m)
@@ -72,8 +78,13 @@ def test_fold_constants_evaluates_constant_subgraphs_but_never_dequantize():
         helper.make_node("Add", ["x", "ab"], ["t"], name="add"),
         helper.make_node("Add", ["t", "w"], ["y"], name="add_w"),
     ]
-    inits = {"a": np.full((2, 3), 2.0, np.float32), "b": np.full((2, 3), 3.0, np.float32),
-             "wq": np.ones((2, 3), np.int8), "ws": np.array(0.5, np.float32), "wz": np.array(0, np.int8)}
+    inits = {
+        "a": np.full((2, 3), 2.0, np.float32),
+        "b": np.full((2, 3), 3.0, np.float32),
+        "wq": np.ones((2, 3), np.int8),
+        "ws": np.array(0.5, np.float32),
+        "wz": np.array(0, np.int8),
+    }
     m = _model(nodes, inits)
     x = np.zeros((2, 3), np.float32)
     before = _run(m, x)

@@ -17,7 +17,7 @@ from tests.export.models import TransformerBlock
 
 @pytest.fixture(scope="module")
 def mnist_q(trained_mnist_cnn, mnist_split):
-    calib = [(mnist_split.x_train[i:i + 100], None) for i in range(0, 500, 100)]
+    calib = [(mnist_split.x_train[i : i + 100], None) for i in range(0, 500, 100)]
     return compress.quantize(trained_mnist_cnn, calib, progress=False)
 
 
@@ -56,9 +56,13 @@ def test_qdq_file_holds_int8_weights_int32_bias_and_uint8_activations(mnist_q, m
     b = inits["conv1.bias_q"]
     s_b = bias_scale(mnist_q.act_quant_0.scale, conv1.weight_quant.scale)
     assert b.dtype == np.int32
-    np.testing.assert_array_equal(b, torch.round(conv1.effective_bias().detach() / s_b).numpy().astype(np.int32))
+    np.testing.assert_array_equal(
+        b, torch.round(conv1.effective_bias().detach() / s_b).numpy().astype(np.int32)
+    )
     np.testing.assert_array_equal(inits["conv1.bias_scale"], s_b.numpy())
-    act_zps = [v for k, v in inits.items() if k.endswith(".zero_point") and "weight" not in k and "bias" not in k]
+    act_zps = [
+        v for k, v in inits.items() if k.endswith(".zero_point") and "weight" not in k and "bias" not in k
+    ]
     assert act_zps and all(z.dtype == np.uint8 and z.shape == () for z in act_zps)
 
 
@@ -72,8 +76,9 @@ def test_int8_file_is_about_4x_smaller_than_fp32(trained_mnist_cnn, mnist_q, mni
 
 def test_int8_activations_and_per_tensor_4bit_weights(trained_mnist_cnn, mnist_split, tmp_path):
     calib = [(mnist_split.x_train[:200], None)]
-    q = compress.quantize(trained_mnist_cnn, calib, activation_dtype="int8", per_channel=False, weight_bits=4,
-                          progress=False)
+    q = compress.quantize(
+        trained_mnist_cnn, calib, activation_dtype="int8", per_channel=False, weight_bits=4, progress=False
+    )
     for fmt in ("qdq", "qoperator"):
         model = _export(q, tmp_path / f"{fmt}.onnx", mnist_split.x_test[:2], format=fmt)
         inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
