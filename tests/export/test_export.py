@@ -164,3 +164,26 @@ def test_bad_arguments_raise_export_error(mnist_q, tmp_path):
     with pytest.raises(compress.ExportError, match="GraphModule"):
         compress.export_onnx(nn.Linear(2, 2), tmp_path / "m.onnx", torch.randn(1, 2))
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2"])
+def test_torchvision_models_agree_with_simulation(arch, mnist_split, tmp_path):
+    """Random weights (no downloads), BN statistics from MNIST images resized to 32×32 RGB."""
+    import torchvision
+
+    def rgb(x):
+        return F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False).repeat(1, 3, 1, 1)
+
+    train, test = rgb(mnist_split.x_train[:1280]), rgb(mnist_split.x_test)
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, arch)(num_classes=10).train()
+    with torch.no_grad():
+        for i in range(0, 1280, 64):
+            model(train[i : i + 64])
+    q = compress.quantize(
+        model.eval(), [(train[i : i + 64], None) for i in range(0, 512, 64)], progress=False
+    )
+    model_proto = _export(q, tmp_path / f"{arch}.onnx", test[:2])
+    agree = compare(q, ort_session(model_proto.SerializeToString()), test)
+    assert agree.top1_agreement >= 0.995
