@@ -81,3 +81,63 @@ def accuracy(model: nn.Module, loader: Iterable) -> float:
         total += len(y)
     model.train(was_training)
     return 100.0 * correct / max(total, 1)
+
+
+class OutlierMLP(nn.Module):
+    """Linear-ReLU-Linear: the constructed heavy-tailed case for comparing calibrators."""
+
+    def __init__(self, dim: int = 64, hidden: int = 256, out: int = 10) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.fc1(x)))
+
+
+def heavy_tailed_batches(
+    n_batches: int, batch: int = 256, dim: int = 64, outlier_rate: float = 2e-5, outlier_scale: float = 100.0,
+    seed: int = 0,
+) -> list[torch.Tensor]:
+    """Gaussian inputs where a few elements (``outlier_rate``) are ``outlier_scale``× larger.
+
+    One outlier in ~50k values stretches a min/max range ~25× and wastes most int8
+    codes; percentile and KL clip it.
+    """
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n_batches):
+        x = torch.randn(batch, dim, generator=g)
+        mask = torch.rand(batch, dim, generator=g) < outlier_rate
+        x = torch.where(mask, x.sign() * outlier_scale, x)
+        out.append(x)
+    if outlier_rate > 0:
+        out[0][0, 0] = outlier_scale  # every calibration run sees at least one outlier
+    return out
+
+
+@torch.no_grad()
+def sqnr_db(reference: torch.Tensor, approx: torch.Tensor) -> float:
+    """Signal-to-quantization-noise ratio of ``approx`` against ``reference``, in dB."""
+    noise = (reference - approx).double().pow(2).sum().clamp_min(1e-30)
+    return float(10 * torch.log10(reference.double().pow(2).sum() / noise))
+
+
+def trained_like_batchnorm(model: nn.Module, shape: tuple[int, ...], steps: int = 4) -> nn.Module:
+    """Trained-like BatchNorm: per-channel statistics from data and log-normal γ.
+
+    Random init leaves every BN at γ=1, μ=0, σ=1, so folded weights have near-equal
+    channel ranges; trained MobileNets have γ spread over orders of magnitude (the
+    reason per-tensor weights fail on them). No pretrained weights can be downloaded
+    here, so γ ~ exp(N(0, 1)) stands in for training.
+    """
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(torch.randn(m.num_features, generator=g).exp())
+    model.train()
+    with torch.no_grad():
+        for _ in range(steps):
+            model(torch.randn(*shape))
+    return model.eval()

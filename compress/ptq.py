@@ -42,6 +42,8 @@ def build_qconfig(
         kwargs.setdefault("unsigned_levels", act.qmax - act.qmin + 1)
     if method == "percentile":
         kwargs.setdefault("percentile", percentile)
+    if method in ("kl", "entropy"):
+        kwargs.setdefault("symmetric", act.symmetric)
     return QConfig(
         activation=act,
         weight=weight_spec(per_channel, weight_bits),

@@ -57,7 +57,8 @@ def test_ties_round_half_to_even_and_division_by_scale():
     x = torch.tensor([0.05, 0.15, 0.25, -0.05, -0.15])
     expected = torch.round(x / scale)  # torch.round is half-to-even, like ONNX
     assert torch.equal(quantize_int(x, scale, zp, spec).float(), expected)
-    assert torch.equal(quantize_int(torch.tensor([2.5]), torch.tensor(1.0), zp, spec), torch.tensor([2], dtype=torch.int32))
+    two = quantize_int(torch.tensor([2.5]), torch.tensor(1.0), zp, spec)
+    assert torch.equal(two, torch.tensor([2], dtype=torch.int32))
 
 
 def test_saturation():
