@@ -9,10 +9,13 @@ from quant.fake_quant import FakeQuantize, WeightFakeQuantize
 from quant.modules import QuantConv2d, QuantLinear
 from quant.observers import OBSERVERS, make_observer
 from quant.prepare import QConfig, prepare, quantizers
+from quant.qat import QATObserver, QuantConvBn2d, freeze_bn_stats, freeze_observers
 from quant.spec import ACT_INT8, ACT_UINT8, WEIGHT_INT8_PER_CHANNEL, WEIGHT_INT8_PER_TENSOR, QuantSpec
 
 __all__ = [
     "ACT_INT8", "ACT_UINT8", "OBSERVERS", "WEIGHT_INT8_PER_CHANNEL", "WEIGHT_INT8_PER_TENSOR",
-    "FakeQuantize", "QConfig", "QuantConv2d", "QuantError", "QuantLinear", "QuantSpec", "WeightFakeQuantize",
-    "calibrate", "freeze", "make_observer", "prepare", "quantizers", "split_batch",
+    "FakeQuantize", "QATObserver", "QConfig", "QuantConv2d", "QuantConvBn2d", "QuantError", "QuantLinear",
+    "QuantSpec", "WeightFakeQuantize",
+    "calibrate", "freeze", "freeze_bn_stats", "freeze_observers", "make_observer", "prepare", "quantizers",
+    "split_batch",
 ]
