@@ -22,7 +22,7 @@ from export.context import TORCH_TO_ONNX, ExportContext
 from export.errors import OnnxExportError
 from export.quant_ops import check_activation_quantizer, convert_fake_quantize, convert_weighted
 from quant.fake_quant import FakeQuantize, WeightFakeQuantize
-from quant.modules import QuantWeighted
+from quant.modules import QuantAdd, QuantWeighted
 from quant.prepare import classify
 
 # fx ops whose inputs the int8 graph consumes as quantized tensors (DESIGN.md §5)
@@ -44,6 +44,8 @@ def module_converter(mod: nn.Module) -> Any:
         return convert_fake_quantize
     if isinstance(mod, QuantWeighted):
         return convert_weighted
+    if isinstance(mod, QuantAdd):  # its inputs are already DQ outputs: a plain Add between Q/DQ
+        return lambda cx, node, _mod: ops.ADD(cx, node)
     return ops.MODULES.get(type(mod))
 
 

@@ -494,6 +494,8 @@ def binary(op: str, py: Callable[[Any, Any], Any]) -> Converter:
     return convert
 
 
+ADD = binary("Add", operator.add)  # also QuantAdd modules (quant/modules.py)
+
 for _op, _py, _fns, _meths in [
     ("Add", operator.add, (operator.add, operator.iadd, torch.add), ("add",)),
     ("Sub", operator.sub, (operator.sub, torch.sub), ("sub",)),

@@ -14,7 +14,7 @@ from torch import nn
 
 from quant.errors import QuantError
 from quant.fake_quant import WeightFakeQuantize
-from quant.spec import QuantSpec, fake_quantize_bias
+from quant.spec import ACT_UINT8, INT32_MAX, INT32_MIN, QuantSpec, bias_scale, fake_quantize_bias
 
 ACTIVATIONS = ("relu", "relu6")
 
@@ -35,6 +35,7 @@ class QuantWeighted(nn.Module):
 
     def _init_quant(self, weight_spec: QuantSpec, act: str | None, name: str) -> None:
         self.act = act
+        self.output_spec = ACT_UINT8  # the output quantizer's; preparation sets it
         self.weight_quant = WeightFakeQuantize(weight_spec, name=f"{name}.weight")
 
     def effective_weight(self) -> torch.Tensor:
@@ -68,6 +69,92 @@ class QuantWeighted(nn.Module):
             return bias
         return fake_quantize_bias(bias, input_scale, self.weight_quant.scale)
 
+    def _exact(self, input_scale: torch.Tensor | None) -> bool:
+        return not self.training and input_scale is not None and bool(self.weight_quant.quant_enabled)
+
+    def _integer_forward(
+        self, op, x: torch.Tensor, input_scale: torch.Tensor, out: tuple[torch.Tensor, torch.Tensor] | None,
+        channel_dims: int,
+    ) -> torch.Tensor:
+        """The int8 graph's arithmetic, element for element (DESIGN.md §3).
+
+        Summing dequantized products in fp32 rounds differently from an int32
+        accumulator, and one flipped rounding deep in a network is amplified layer after
+        layer (measured: resnet18 outputs up to 7 steps from ONNX Runtime). In eval the
+        codes are recovered exactly (x̂/s is an integer to within 2⁻²⁴) and accumulated
+        in float64, exact for any realistic K. With the output grid ``out`` = (s_y, z_y)
+        known, the result is requantized as the kernels do it:
+        ``q = clamp(round(fp32(acc) · fp32(fp32(s_x·s_w[c]) / s_y)) + z_y)``, the fused
+        ReLU/ReLU6 being the clamp bounds; otherwise ``acc·(s_x·s_w[c])`` is returned.
+        """
+        s_w = self.weight_quant.scale
+        w_shape = (-1,) + (1,) * (self.weight.dim() - 1)
+        codes_x = torch.round(x.double() / input_scale.double())
+        codes_w = torch.round(self.quantized_weight().double() / s_w.double().reshape(w_shape))
+        step = bias_scale(input_scale, s_w)  # float32, as exported
+        bias = self.effective_bias()
+        codes_b = None
+        if bias is not None:
+            # divided in fp32, as fake_quantize_bias and the exporter do
+            codes_b = torch.clamp(torch.round(bias.float() / step), INT32_MIN, INT32_MAX).double()
+        acc = op(codes_x, codes_w, codes_b)
+        c_shape = (-1,) + (1,) * channel_dims if step.dim() else ()
+        if out is None:
+            return _apply_act((acc * step.double().reshape(c_shape)).to(x.dtype), self.act)
+        s_y, z_y = out[0].float(), out[1].float()
+        multiplier = (step / s_y).reshape(c_shape)
+        lo, hi = _act_bounds(self.output_spec, self.act, s_y, z_y)
+        q = torch.clamp(torch.round(acc.float() * multiplier) + z_y, lo, hi)
+        return ((q - z_y) * s_y).to(x.dtype)
+
+
+def _act_bounds(spec: QuantSpec, act: str | None, s_y: torch.Tensor, z_y: torch.Tensor) -> tuple[float, float]:
+    """Integer saturation bounds: the output type's range narrowed by ReLU / ReLU6.
+
+    Quantization is monotone, so Q(clip(v, a, b)) = clamp(Q(v), Q(a), Q(b)).
+    """
+    lo, hi = float(spec.qmin), float(spec.qmax)
+    if act in ACTIVATIONS:
+        lo = max(lo, float(z_y))
+    if act == "relu6":
+        hi = min(hi, float(torch.round(torch.tensor(6.0) / s_y) + z_y))
+    return lo, hi
+
+
+class QuantAdd(nn.Module):
+    """Residual add of two quantized tensors onto a third grid.
+
+    Training and calibration: a plain float add (gradients, statistics). Eval with the
+    output quantizer enabled: ONNX Runtime's QLinearAdd arithmetic, which the bundled
+    runtime follows too — ``q = round(fma(a, s_a/s_y, fma(b, s_b/s_y, z_y − (fma(s_a/s_y,
+    z_a, s_b/s_y·z_b)))))`` on the codes, in fp32 with fused multiply-adds (emulated
+    exactly in float64). Algebraically Q(DQ(a) + DQ(b)); the pre-divided ratios round
+    differently on rare ties, and those one-step flips compound through deep residual
+    networks unless the simulation makes the same ones.
+    """
+
+    def __init__(self, spec: QuantSpec) -> None:
+        super().__init__()
+        self.spec = spec
+
+    def forward(
+        self, a: torch.Tensor, b: torch.Tensor, s_a: torch.Tensor, z_a: torch.Tensor, s_b: torch.Tensor,
+        z_b: torch.Tensor, s_y: torch.Tensor | None = None, z_y: torch.Tensor | None = None,
+        enabled: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if self.training or s_y is None or z_y is None or enabled is None or not bool(enabled):
+            return a + b
+        f32 = torch.float32
+        ra, rb = (s_a.to(f32) / s_y.to(f32)).double(), (s_b.to(f32) / s_y.to(f32)).double()
+        za, zb, zy = float(z_a), float(z_b), float(z_y)
+        fused = (ra * za + (rb * zb).to(f32).double()).to(f32)
+        offset = (torch.tensor(zy, dtype=f32) - fused).double()
+        qa = torch.round(a.double() / s_a.double()) + za
+        qb = torch.round(b.double() / s_b.double()) + zb
+        inner = (qb * rb + offset).to(f32).double()
+        q = torch.clamp(torch.round((qa * ra + inner).to(f32)), self.spec.qmin, self.spec.qmax)
+        return ((q - zy) * s_y.to(f32)).to(a.dtype)
+
 
 class QuantConv2d(QuantWeighted):
     """Conv2d (BN already folded) + optional ReLU/ReLU6, int8 weights, int32 bias."""
@@ -81,12 +168,17 @@ class QuantConv2d(QuantWeighted):
         self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
         self._init_quant(weight_spec, act, name)
 
-    def forward(self, x: torch.Tensor, input_scale: torch.Tensor | None = None) -> torch.Tensor:
-        y = F.conv2d(
-            x, self.quantized_weight(), self.quantized_bias(input_scale), self.stride, self.padding,
-            self.dilation, self.groups,
-        )
-        return _apply_act(y, self.act)
+    def forward(
+        self, x: torch.Tensor, input_scale: torch.Tensor | None = None, output_scale: torch.Tensor | None = None,
+        output_zero_point: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        def conv(inp, w, b):
+            return F.conv2d(inp, w, b, self.stride, self.padding, self.dilation, self.groups)
+
+        if self._exact(input_scale):
+            out = None if output_scale is None else (output_scale, output_zero_point)
+            return self._integer_forward(conv, x, input_scale, out, channel_dims=2)
+        return _apply_act(conv(x, self.quantized_weight(), self.quantized_bias(input_scale)), self.act)
 
 
 class QuantLinear(QuantWeighted):
@@ -98,5 +190,11 @@ class QuantLinear(QuantWeighted):
         self.bias = nn.Parameter(linear.bias.detach().clone()) if linear.bias is not None else None
         self._init_quant(weight_spec, act, name)
 
-    def forward(self, x: torch.Tensor, input_scale: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, input_scale: torch.Tensor | None = None, output_scale: torch.Tensor | None = None,
+        output_zero_point: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if self._exact(input_scale):
+            out = None if output_scale is None else (output_scale, output_zero_point)
+            return self._integer_forward(F.linear, x, input_scale, out, channel_dims=0)
         return _apply_act(F.linear(x, self.quantized_weight(), self.quantized_bias(input_scale)), self.act)

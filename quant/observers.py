@@ -285,10 +285,15 @@ class KLObserver(HistogramObserver):
     candidate on discrete data such as 8-bit images.
     """
 
-    def __init__(self, name: str = "", stride: int = 8, symmetric: bool = False, **kw) -> None:
+    def __init__(
+        self, name: str = "", stride: int = 8, symmetric: bool = False, min_kept: float = 0.95, **kw
+    ) -> None:
         super().__init__(name, **kw)
+        if not 0.0 < min_kept <= 1.0:
+            raise QuantError(f"min_kept must be in (0, 1], got {min_kept}")
         self.stride = stride
         self.symmetric = symmetric
+        self.min_kept = min_kept
 
     def clip_range(self) -> tuple[torch.Tensor, torch.Tensor]:
         half = self.bins // 2
@@ -316,8 +321,13 @@ class KLObserver(HistogramObserver):
         if last <= levels:  # fewer occupied bins than levels: no clipping can help
             return last
         h = _smooth(h, last // levels)
+        # Candidates keep at least `min_kept` of the mass: KL calibration models rare
+        # outliers, and thresholds that clip more only win on sparse or spiky histograms
+        # (a candidate window holding almost no data has P and Q alike, hence small KL).
+        cum = torch.cumsum(h, 0)
+        start = max(levels, int(torch.searchsorted(cum, self.min_kept * cum[-1])) + 1)
         best_i, best_kl = last, float("inf")
-        for i in range(levels, last + 1, self.stride):
+        for i in range(start, last + 1, self.stride):
             kl = _kl_for_threshold(h, i, levels)
             if kl < best_kl:
                 best_kl, best_i = kl, i

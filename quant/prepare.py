@@ -27,7 +27,7 @@ from torch import fx, nn
 from quant.errors import QuantError
 from quant.fake_quant import FakeQuantize
 from quant.fuse import activation_of, fold_batchnorms, is_module, is_tensor_node, set_module, sole_user
-from quant.modules import QuantConv2d, QuantLinear
+from quant.modules import QuantAdd, QuantConv2d, QuantLinear, QuantWeighted
 from quant.observers import Observer
 from quant.qat import swap_conv_bn
 from quant.spec import ACT_INT8, ACT_UINT8, WEIGHT_INT8_PER_CHANNEL, QuantSpec
@@ -76,8 +76,10 @@ def classify(node: fx.Node, modules: dict[str, nn.Module]) -> str:
         return "io"
     if node.op == "call_module":
         m = modules[node.target]  # type: ignore[index]
-        if isinstance(m, (QuantConv2d, QuantLinear)):
+        if isinstance(m, QuantWeighted):
             return "weighted"
+        if isinstance(m, QuantAdd):
+            return "add"
         if isinstance(m, EXACT_MODULES):
             return "exact"
         if isinstance(m, REQUANT_MODULES):
@@ -170,20 +172,39 @@ class _Inserter:
             name = self._new_quantizer(f"{_label(consumer)} input ({_label(src)})")
             with self.gm.graph.inserting_after(src):
                 q = self.gm.graph.call_module(name, (src,))
+            q.meta = dict(src.meta)  # same tensor, same shape: later ops classify on it
             self.grid[q] = name
             self.input_quant[src] = q
         return self.input_quant[src]
 
-    def quantize_output(self, node: fx.Node) -> None:
+    def quantize_output(self, node: fx.Node) -> str:
         name = self._new_quantizer(f"{_label(node)} output")
         with self.gm.graph.inserting_after(node):
             q = self.gm.graph.call_module(name, (node,))
+        q.meta = dict(node.meta)
         node.replace_all_uses_with(q, delete_user_cb=lambda u: u is not q)
         self.grid[q] = name
+        return name
 
-    def scale_of(self, node: fx.Node, before: fx.Node) -> fx.Node:
+    def attrs(self, quantizer: str, before: fx.Node, *names: str) -> list[fx.Node]:
+        """get_attr nodes for buffers of ``quantizer`` (scale, zero_point, ...), placed before ``before``."""
         with self.gm.graph.inserting_before(before):
-            return self.gm.graph.get_attr(f"{self.grid[node]}.scale")
+            return [self.gm.graph.get_attr(f"{quantizer}.{n}") for n in names]
+
+    def quantized_add(self, node: fx.Node) -> None:
+        """Replace ``a + b`` by a QuantAdd that knows all three grids (exact int8 arithmetic in eval)."""
+        a, b = (self.quantize_edge(x, node) for x in node.args[:2])
+        name = f"{node.name}_quant"
+        self.gm.add_submodule(name, QuantAdd(self.qc.activation))
+        qargs = [*self.attrs(self.grid[a], node, "scale", "zero_point"),
+                 *self.attrs(self.grid[b], node, "scale", "zero_point")]
+        with self.gm.graph.inserting_before(node):
+            new = self.gm.graph.call_module(name, (a, b, *qargs))
+        new.meta = dict(node.meta)
+        node.replace_all_uses_with(new)
+        self.gm.graph.erase_node(node)
+        out = self.quantize_output(new)
+        new.args = (*new.args, *self.attrs(out, new, "scale", "zero_point", "quant_enabled"))
 
     def run(self) -> None:
         modules = dict(self.gm.named_modules())
@@ -193,9 +214,13 @@ class _Inserter:
             kind = classify(node, modules)
             if kind == "weighted":
                 x = self.quantize_edge(node.args[0], node)
-                node.args = (x, self.scale_of(x, node), *node.args[1:])
-                self.quantize_output(node)
-            elif kind in ("add", "matmul"):
+                (in_scale,) = self.attrs(self.grid[x], node, "scale")
+                out = self.quantize_output(node)
+                modules[node.target].output_spec = self.qc.activation  # type: ignore[index,union-attr]
+                node.args = (x, in_scale, *self.attrs(out, node, "scale", "zero_point"))
+            elif kind == "add":
+                self.quantized_add(node)
+            elif kind == "matmul":
                 node.args = tuple(
                     self.quantize_edge(a, node) if is_tensor_node(a) else a for a in node.args
                 )
@@ -214,6 +239,7 @@ class _Inserter:
                     name = self.grid[src]
                     with self.gm.graph.inserting_after(node):
                         q = self.gm.graph.call_module(name, (node,), {"observe": False})
+                    q.meta = dict(node.meta)
                     node.replace_all_uses_with(q, delete_user_cb=lambda u, q=q: u is not q)
                     self.grid[q] = name
 

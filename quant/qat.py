@@ -145,9 +145,12 @@ class QuantConvBn2d(QuantConv2d):
         bias = self.bias if self.bias is not None else torch.zeros_like(beta)
         return (bias - self.bn.running_mean) * self._factor() + beta
 
-    def forward(self, x: torch.Tensor, input_scale: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, input_scale: torch.Tensor | None = None, output_scale: torch.Tensor | None = None,
+        output_zero_point: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         if not self.training or self.bn_frozen:
-            return super().forward(x, input_scale)
+            return super().forward(x, input_scale, output_scale, output_zero_point)
         self.bn_steps += 1
         return _apply_act(self._batch_norm_forward(x), self.act)
 
