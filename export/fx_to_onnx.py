@@ -20,9 +20,14 @@ from export import ops
 from export.builder import GraphBuilder
 from export.context import TORCH_TO_ONNX, ExportContext
 from export.errors import OnnxExportError
-from export.quant_ops import check_activation_quantizer, convert_fake_quantize, convert_weighted
+from export.quant_ops import (
+    check_activation_quantizer,
+    convert_fake_quantize,
+    convert_global_mean,
+    convert_weighted,
+)
 from quant.fake_quant import FakeQuantize, WeightFakeQuantize
-from quant.modules import QuantAdd, QuantWeighted
+from quant.modules import QuantAdd, QuantGlobalMean, QuantMatMul, QuantWeighted
 from quant.prepare import classify
 
 # fx ops whose inputs the int8 graph consumes as quantized tensors (DESIGN.md §5)
@@ -46,6 +51,10 @@ def module_converter(mod: nn.Module) -> Any:
         return convert_weighted
     if isinstance(mod, QuantAdd):  # its inputs are already DQ outputs: a plain Add between Q/DQ
         return lambda cx, node, _mod: ops.ADD(cx, node)
+    if isinstance(mod, QuantMatMul):
+        return lambda cx, node, _mod: ops.MATMUL(cx, node)
+    if isinstance(mod, QuantGlobalMean):
+        return convert_global_mean
     return ops.MODULES.get(type(mod))
 
 

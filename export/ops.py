@@ -495,6 +495,7 @@ def binary(op: str, py: Callable[[Any, Any], Any]) -> Converter:
 
 
 ADD = binary("Add", operator.add)  # also QuantAdd modules (quant/modules.py)
+MATMUL = binary("MatMul", operator.matmul)  # also QuantMatMul modules
 
 for _op, _py, _fns, _meths in [
     ("Add", operator.add, (operator.add, operator.iadd, torch.add), ("add",)),

@@ -17,7 +17,7 @@ from torch import fx
 from export.context import ExportContext
 from export.errors import OnnxExportError
 from quant.fake_quant import FakeQuantize, WeightFakeQuantize
-from quant.modules import QuantWeighted
+from quant.modules import QuantGlobalMean, QuantWeighted
 from quant.spec import INT32_MAX, INT32_MIN, bias_scale, quantize_int
 
 
@@ -115,6 +115,8 @@ def convert_weighted(cx: ExportContext, node: fx.Node, mod: QuantWeighted) -> st
     elif rank == 2 and len(cx.shape(node.args[0])) == 2:
         w_dq, b_dq = weight_and_bias(cx, node, mod, transpose=False)
         y = b.node("Gemm", [x, w_dq] + ([b_dq] if b_dq else []), hint, transB=1)
+    elif rank == 2 and (out_fq := _output_quantizer(cx, node)) is not None:
+        return _linear_nd_as_gemm(cx, node, mod, x, out_fq)
     elif rank == 2:
         w_dq, b_dq = weight_and_bias(cx, node, mod, transpose=True)
         y = b.node("MatMul", [x, w_dq], f"{hint}_matmul" if b_dq else hint)
@@ -125,6 +127,68 @@ def convert_weighted(cx: ExportContext, node: fx.Node, mod: QuantWeighted) -> st
             f"{node.name} ({type(mod).__name__}): weight of rank {rank} is neither Conv2d nor Linear"
         )
     return activation(cx, y, mod.act, hint)
+
+
+def _output_quantizer(cx: ExportContext, node: fx.Node) -> FakeQuantize | None:
+    """The activation quantizer that is this node's only consumer, if it is one."""
+    users = list(node.users)
+    if len(users) != 1 or users[0].op != "call_module":
+        return None
+    mod = cx.modules[users[0].target]
+    return mod if isinstance(mod, FakeQuantize) and not isinstance(mod, WeightFakeQuantize) else None
+
+
+def _linear_nd_as_gemm(cx: ExportContext, node: fx.Node, mod: QuantWeighted, x: str, out_fq: FakeQuantize) -> str:
+    """Linear on (…, K) inputs as Reshape → Gemm → Q/DQ → Reshape.
+
+    ONNX's Gemm is 2-D; MatMul + a float bias Add would make ONNX Runtime add the bias
+    in fp32 instead of the int32 accumulator, rounding differently from the simulation
+    (and from our runtime) on ties. Reshapes of quantized values are exact, so folding
+    the leading dimensions keeps the whole Linear one integer op.
+    """
+    b = cx.builder
+    src = node.args[0]
+    k = int(mod.effective_weight().shape[1])
+    flat = b.node("Reshape", [x, b.int64s([-1, k], f"{node.name}_flat_shape")], f"{node.name}_flat")
+    flat = cx.quant_dequant(flat, cx.grid[src], f"{node.name}_flat")
+    w_dq, b_dq = weight_and_bias(cx, node, mod, transpose=False)
+    y = b.node("Gemm", [flat, w_dq] + ([b_dq] if b_dq else []), f"{node.name}_gemm", transB=1)
+    y = cx.quant_dequant(activation(cx, y, mod.act, node.name), out_fq, f"{node.name}_out")
+    out_shape = list(cx.shape(node))
+    if cx.dynamic_batch:
+        out_shape[0] = -1  # the flat input's first dimension is batch × tokens: 0 would copy that
+    return b.node("Reshape", [y, b.int64s(out_shape, f"{node.name}_shape")], node.name)
+
+
+def convert_global_mean(cx: ExportContext, node: fx.Node, mod: QuantGlobalMean) -> str:
+    """QuantGlobalMean → (Transpose → Reshape →) GlobalAveragePool between Q/DQ pairs.
+
+    GlobalAveragePool between DQ and Q is what ONNX Runtime runs as the integer
+    QLinearGlobalAveragePool (and our runtime too), the arithmetic the simulation
+    emulates; ReduceMean would stay a float op. Reduced dimensions move to the end and
+    fold into one spatial axis; reshapes and transposes of quantized values are exact.
+    """
+    b = cx.builder
+    src = node.args[0]
+    grid = cx.grid[src]
+    shape = list(cx.shape(src))
+    rank, dims = len(shape), tuple(mod.dims)
+    x = cx.dequantized_input(src)
+    if not (rank == 4 and dims == (2, 3)):
+        kept = [d for d in range(rank) if d not in dims]
+        if kept[0] != 0:
+            raise OnnxExportError(f"{node.name} (QuantGlobalMean): averaging over the batch is not exported")
+        x = b.node("Transpose", [x], f"{node.name}_perm", perm=kept + list(dims))
+        channels = int(np.prod([shape[d] for d in kept[1:]], dtype=np.int64))
+        spatial = int(np.prod([shape[d] for d in dims], dtype=np.int64))
+        x = b.node("Reshape", [x, b.int64s([0, channels, spatial], f"{node.name}_fold")], f"{node.name}_fold")
+        x = cx.quant_dequant(x, grid, f"{node.name}_fold")
+    y = b.node("GlobalAveragePool", [x], f"{node.name}_gap")
+    y = cx.quant_dequant(y, grid, f"{node.name}_gap")
+    out = list(cx.shape(node))
+    if cx.dynamic_batch:
+        out[0] = 0
+    return b.node("Reshape", [y, b.int64s(out, f"{node.name}_shape")], node.name)
 
 
 def activation(cx: ExportContext, y: str, act: str | None, hint: str) -> str:

@@ -121,16 +121,11 @@ def _act_bounds(spec: QuantSpec, act: str | None, s_y: torch.Tensor, z_y: torch.
     return lo, hi
 
 
-class QuantAdd(nn.Module):
-    """Residual add of two quantized tensors onto a third grid.
+class _QuantBinary(nn.Module):
+    """Shared shape of QuantAdd / QuantMatMul: both inputs and the output on known grids.
 
-    Training and calibration: a plain float add (gradients, statistics). Eval with the
-    output quantizer enabled: ONNX Runtime's QLinearAdd arithmetic, which the bundled
-    runtime follows too — ``q = round(fma(a, s_a/s_y, fma(b, s_b/s_y, z_y − (fma(s_a/s_y,
-    z_a, s_b/s_y·z_b)))))`` on the codes, in fp32 with fused multiply-adds (emulated
-    exactly in float64). Algebraically Q(DQ(a) + DQ(b)); the pre-divided ratios round
-    differently on rare ties, and those one-step flips compound through deep residual
-    networks unless the simulation makes the same ones.
+    Training and calibration: the float op (gradients, statistics). Eval with the output
+    quantizer enabled: the int8 kernel's arithmetic on the codes (``_integer``).
     """
 
     def __init__(self, spec: QuantSpec) -> None:
@@ -143,17 +138,86 @@ class QuantAdd(nn.Module):
         enabled: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if self.training or s_y is None or z_y is None or enabled is None or not bool(enabled):
-            return a + b
+            return self._float(a, b)
+        qa = torch.round(a.double() / s_a.double()) + float(z_a)
+        qb = torch.round(b.double() / s_b.double()) + float(z_b)
+        q = torch.clamp(self._integer(qa, qb, s_a, z_a, s_b, z_b, s_y, z_y), self.spec.qmin, self.spec.qmax)
+        return ((q - float(z_y)) * s_y.float()).to(a.dtype)
+
+    def _float(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _integer(self, qa, qb, s_a, z_a, s_b, z_b, s_y, z_y) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class QuantMatMul(_QuantBinary):
+    """Activation × activation matmul (attention): QLinearMatMul's arithmetic in eval.
+
+    ``acc = (q_a − z_a) @ (q_b − z_b)`` exactly (float64), then
+    ``round(fp32(acc) · fp32(fp32(s_a·s_b) / s_y)) + z_y`` as for convolutions.
+    """
+
+    def _float(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(a, b)
+
+    def _integer(self, qa, qb, s_a, z_a, s_b, z_b, s_y, z_y) -> torch.Tensor:
+        acc = torch.matmul(qa - float(z_a), qb - float(z_b))
+        multiplier = (s_a.float() * s_b.float()) / s_y.float()
+        return torch.round(acc.float() * multiplier) + float(z_y)
+
+
+class QuantAdd(_QuantBinary):
+    """Residual add of two quantized tensors: ONNX Runtime's QLinearAdd arithmetic in eval.
+
+    The bundled runtime follows it too: ``q = round(fma(a, s_a/s_y, fma(b, s_b/s_y,
+    z_y − fma(s_a/s_y, z_a, s_b/s_y·z_b))))`` on the codes, in fp32 with fused
+    multiply-adds (emulated exactly in float64). Algebraically Q(DQ(a) + DQ(b)); the
+    pre-divided ratios round differently on rare ties, and those one-step flips
+    compound through deep residual networks unless the simulation makes the same ones.
+    """
+
+    def _float(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a + b
+
+    def _integer(self, qa, qb, s_a, z_a, s_b, z_b, s_y, z_y) -> torch.Tensor:
         f32 = torch.float32
         ra, rb = (s_a.to(f32) / s_y.to(f32)).double(), (s_b.to(f32) / s_y.to(f32)).double()
-        za, zb, zy = float(z_a), float(z_b), float(z_y)
-        fused = (ra * za + (rb * zb).to(f32).double()).to(f32)
-        offset = (torch.tensor(zy, dtype=f32) - fused).double()
-        qa = torch.round(a.double() / s_a.double()) + za
-        qb = torch.round(b.double() / s_b.double()) + zb
+        fused = (ra * float(z_a) + (rb * float(z_b)).to(f32).double()).to(f32)
+        offset = (torch.tensor(float(z_y), dtype=f32) - fused).double()
         inner = (qb * rb + offset).to(f32).double()
-        q = torch.clamp(torch.round((qa * ra + inner).to(f32)), self.spec.qmin, self.spec.qmax)
-        return ((q - zy) * s_y.to(f32)).to(a.dtype)
+        return torch.round((qa * ra + inner).to(f32)).double()
+
+
+class QuantGlobalMean(nn.Module):
+    """Mean of a quantized tensor over ``dims``, back onto its own grid (global average pooling).
+
+    Training and calibration: ``x.mean``. Eval with the grid's quantizer enabled: the
+    arithmetic of QLinearGlobalAveragePool (ONNX Runtime and the bundled runtime):
+    ``round(fp32(Σ(q − z)) · fp32(s / (s·n))) + z`` on an exact integer sum. A float mean
+    of dequantized values lands on exact ties (k + ½ steps) for a sizeable fraction of
+    outputs, where summation order decides the rounding.
+    """
+
+    def __init__(self, dims: tuple[int, ...], keepdim: bool, spec: QuantSpec) -> None:
+        super().__init__()
+        self.dims = dims
+        self.keepdim = keepdim
+        self.spec = spec
+
+    def forward(
+        self, x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, enabled: torch.Tensor
+    ) -> torch.Tensor:
+        if self.training or not bool(enabled):
+            return x.mean(self.dims, keepdim=self.keepdim)
+        s, z = scale.float(), float(zero_point)
+        acc = torch.round(x.double() / s.double()).sum(self.dims, keepdim=self.keepdim)
+        n = 1
+        for d in self.dims:
+            n *= x.shape[d]
+        multiplier = s / (s * torch.tensor(float(n)))
+        q = torch.clamp(torch.round(acc.float() * multiplier) + z, self.spec.qmin, self.spec.qmax)
+        return ((q - z) * s).to(x.dtype)
 
 
 class QuantConv2d(QuantWeighted):

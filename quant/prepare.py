@@ -27,7 +27,7 @@ from torch import fx, nn
 from quant.errors import QuantError
 from quant.fake_quant import FakeQuantize
 from quant.fuse import activation_of, fold_batchnorms, is_module, is_tensor_node, set_module, sole_user
-from quant.modules import QuantAdd, QuantConv2d, QuantLinear, QuantWeighted
+from quant.modules import QuantAdd, QuantConv2d, QuantGlobalMean, QuantLinear, QuantMatMul, QuantWeighted
 from quant.observers import Observer
 from quant.qat import swap_conv_bn
 from quant.spec import ACT_INT8, ACT_UINT8, WEIGHT_INT8_PER_CHANNEL, QuantSpec
@@ -80,6 +80,8 @@ def classify(node: fx.Node, modules: dict[str, nn.Module]) -> str:
             return "weighted"
         if isinstance(m, QuantAdd):
             return "add"
+        if isinstance(m, QuantMatMul):
+            return "matmul"
         if isinstance(m, EXACT_MODULES):
             return "exact"
         if isinstance(m, REQUANT_MODULES):
@@ -109,6 +111,26 @@ def classify(node: fx.Node, modules: dict[str, nn.Module]) -> str:
         if target in REQUANT_METHODS:
             return "requant"
     return "float"
+
+
+def global_mean_dims(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[tuple[int, ...], bool] | None:
+    """(reduced dims, keepdim) when ``node`` averages whole dimensions (not the batch), else None."""
+    rank = len(node.args[0].meta["tensor_meta"].shape) if is_tensor_node(node.args[0]) else 0
+    if node.op == "call_module" and isinstance(modules[node.target], nn.AdaptiveAvgPool2d):  # type: ignore[index]
+        size = modules[node.target].output_size  # type: ignore[index,union-attr]
+        return ((rank - 2, rank - 1), True) if size in (1, (1, 1)) else None
+    if node.op == "call_function" and node.target is F.adaptive_avg_pool2d:
+        size = node.args[1] if len(node.args) > 1 else node.kwargs.get("output_size")
+        return ((rank - 2, rank - 1), True) if size in (1, (1, 1)) else None
+    is_mean = node.target is torch.mean if node.op == "call_function" else node.target == "mean"
+    if is_mean and node.op in ("call_function", "call_method"):
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        keepdim = bool(node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False))
+        if dim is None or not rank:
+            return None
+        dims = tuple(sorted(d % rank for d in ([dim] if isinstance(dim, int) else dim)))
+        return (dims, keepdim) if 0 not in dims else None
+    return None
 
 
 def _same_shape(a: fx.Node, b: fx.Node) -> bool:
@@ -191,11 +213,13 @@ class _Inserter:
         with self.gm.graph.inserting_before(before):
             return [self.gm.graph.get_attr(f"{quantizer}.{n}") for n in names]
 
-    def quantized_add(self, node: fx.Node) -> None:
-        """Replace ``a + b`` by a QuantAdd that knows all three grids (exact int8 arithmetic in eval)."""
+    def quantized_binary(self, node: fx.Node, cls: type[QuantAdd] | type[QuantMatMul]) -> None:
+        """Replace ``a + b`` / ``a @ b`` by a module that knows all three grids (exact int8 arithmetic in eval)."""
         a, b = (self.quantize_edge(x, node) for x in node.args[:2])
-        name = f"{node.name}_quant"
-        self.gm.add_submodule(name, QuantAdd(self.qc.activation))
+        name = node.name  # "add_1", "matmul": the label its quantizers and errors show
+        while hasattr(self.gm, name):
+            name += "_q"
+        self.gm.add_submodule(name, cls(self.qc.activation))
         qargs = [*self.attrs(self.grid[a], node, "scale", "zero_point"),
                  *self.attrs(self.grid[b], node, "scale", "zero_point")]
         with self.gm.graph.inserting_before(node):
@@ -205,6 +229,24 @@ class _Inserter:
         self.gm.graph.erase_node(node)
         out = self.quantize_output(new)
         new.args = (*new.args, *self.attrs(out, new, "scale", "zero_point", "quant_enabled"))
+
+    def exact_global_mean(self, node: fx.Node, src: fx.Node, modules: dict[str, nn.Module]) -> fx.Node | None:
+        """Replace a global mean / 1×1 adaptive pool of a quantized tensor by QuantGlobalMean."""
+        found = global_mean_dims(node, modules)
+        if found is None:
+            return None
+        dims, keepdim = found
+        name = node.name
+        while hasattr(self.gm, name):
+            name += "_q"
+        self.gm.add_submodule(name, QuantGlobalMean(dims, keepdim, self.qc.activation))
+        qargs = self.attrs(self.grid[src], node, "scale", "zero_point", "quant_enabled")
+        with self.gm.graph.inserting_before(node):
+            new = self.gm.graph.call_module(name, (src, *qargs))
+        new.meta = dict(node.meta)
+        node.replace_all_uses_with(new)
+        self.gm.graph.erase_node(node)
+        return new
 
     def run(self) -> None:
         modules = dict(self.gm.named_modules())
@@ -219,12 +261,9 @@ class _Inserter:
                 modules[node.target].output_spec = self.qc.activation  # type: ignore[index,union-attr]
                 node.args = (x, in_scale, *self.attrs(out, node, "scale", "zero_point"))
             elif kind == "add":
-                self.quantized_add(node)
+                self.quantized_binary(node, QuantAdd)
             elif kind == "matmul":
-                node.args = tuple(
-                    self.quantize_edge(a, node) if is_tensor_node(a) else a for a in node.args
-                )
-                self.quantize_output(node)
+                self.quantized_binary(node, QuantMatMul)
             elif kind == "cat":
                 seq = node.args[0]
                 node.args = ([self.quantize_edge(a, node) for a in seq], *node.args[1:])
@@ -237,6 +276,7 @@ class _Inserter:
                 src = node.args[0] if node.args else None
                 if isinstance(src, fx.Node) and src in self.grid:
                     name = self.grid[src]
+                    node = self.exact_global_mean(node, src, modules) or node
                     with self.gm.graph.inserting_after(node):
                         q = self.gm.graph.call_module(name, (node,), {"observe": False})
                     q.meta = dict(node.meta)
