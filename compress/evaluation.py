@@ -58,8 +58,8 @@ class Evaluation:
                 f"| {name} | {'' if acc is None else f'{acc:.2f}'} | {'' if agree is None else f'{agree:.1f}'} "
                 f"| {'' if lat is None else f'{lat:.3f}'} | {speed} |"
             )
-        lines = [f"Accuracy over {self.samples} samples; latency: fastest run, batch {self.latency_batch}, "
-                 f"{self.threads} thread(s).", "", *rows]
+        head = f"Accuracy over {self.samples} samples; " if self.samples else ""
+        lines = [f"{head}latency: fastest run, batch {self.latency_batch}, {self.threads} thread(s).", "", *rows]
         if self.sizes_bytes:
             lines += ["", "| file | size (KiB) |", "|---|---:|"]
             lines += [f"| {k} | {v / 1024:.1f} |" for k, v in self.sizes_bytes.items()]
