@@ -24,6 +24,7 @@ import torch.nn.functional as F
 import torchvision
 
 import compress
+import runtime
 from compress.data import load_mnist5k, mnist5k_loaders
 from compress.models import MnistCNN, train_classifier
 from export import export_float
@@ -81,10 +82,11 @@ def main() -> None:
             path = compress.export_onnx(q, out / f"{slug}_{fmt}.onnx", test[:2], format=fmt)
             export_s = time.perf_counter() - t0
             sizes[fmt] = path.stat().st_size
-            a = compare(q, ort_session(path.read_bytes()), test)
-            agree_rows.append(
-                [name, fmt.upper() if fmt == "qdq" else "QOperator", str(a.n), *a.row(), f"{export_s:.1f}"]
-            )
+            label = fmt.upper() if fmt == "qdq" else "QOperator"
+            for engine, sess in (("ONNX Runtime", ort_session(path.read_bytes())),
+                                 ("compress runtime", runtime.InferenceSession(str(path), threads=1))):
+                a = compare(q, sess, test)
+                agree_rows.append([name, label, engine, str(a.n), *a.row(), f"{export_s:.1f}"])
         size_rows.append(
             [
                 name,
@@ -95,10 +97,10 @@ def main() -> None:
             ]
         )
     print(
-        "| model | format | images | top-1 agreement | max abs Δ logit (steps) | identical output codes "
+        "| model | format | engine | images | top-1 agreement | max abs Δ logit (steps) | identical output codes "
         "| max code Δ | export (s) |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for r in agree_rows:
         print("| " + " | ".join(r) + " |")
     print()
