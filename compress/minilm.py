@@ -183,10 +183,12 @@ def cosine_report(n_sentences: int = 48, methods: tuple[str, ...] = ("minmax", "
     test = tokenize(tokenizer, sentences[half:])
     with torch.no_grad():
         ref = model(**test)
-    rows = ["| method | mean cosine | min cosine |", "|---|---:|---:|"]
+    rows = ["| method | residual adds | mean cosine | min cosine |", "|---|---|---:|---:|"]
     for method in methods:
-        q = compress.quantize(model, calib, method=method, progress=False)
-        with torch.no_grad():
-            cos = (q(**test) * ref).sum(-1)
-        rows.append(f"| {method} | {float(cos.mean()):.4f} | {float(cos.min()):.4f} |")
+        for float_adds in (False, True):
+            q = compress.quantize(model, calib, method=method, float_adds=float_adds, progress=False)
+            with torch.no_grad():
+                cos = (q(**test) * ref).sum(-1)
+            adds = "float" if float_adds else "int8"
+            rows.append(f"| {method} | {adds} | {float(cos.mean()):.4f} | {float(cos.min()):.4f} |")
     return "\n".join(rows)

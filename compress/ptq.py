@@ -31,6 +31,7 @@ def build_qconfig(
     skip: Iterable[str] = (),
     learnable_scales: bool = False,
     observer_kwargs: dict[str, Any] | None = None,
+    float_adds: bool = False,
 ) -> QConfig:
     """The QConfig behind ``quantize``/``prepare_qat``, validated up front."""
     if method not in OBSERVERS:
@@ -50,6 +51,7 @@ def build_qconfig(
         observer=lambda name: make_observer(method, name, **kwargs),
         learnable_scales=learnable_scales,
         skip=frozenset(skip),
+        quantize_adds=not float_adds,
     )
 
 
@@ -73,6 +75,7 @@ def quantize(
     bins: int = 8192,
     max_batches: int | None = None,
     skip: Iterable[str] = (),
+    float_adds: bool = False,
     on_untraceable: str = "error",
     on_zero_range: str = "error",
     progress: bool = True,
@@ -82,7 +85,8 @@ def quantize(
     ``method``: 'minmax', 'percentile' (clip at ``percentile``), 'kl' (TensorRT entropy)
     or 'mse'. Weights are int8 symmetric per output channel unless ``per_channel=False``;
     activations uint8 asymmetric unless ``activation_dtype='int8'``. Modules in
-    ``skip`` stay float. ``on_untraceable='float'`` keeps untraceable submodules in float
+    ``skip`` stay float; ``float_adds=True`` keeps residual adds float (transformers:
+    their residual stream has outlier features). ``on_untraceable='float'`` keeps untraceable submodules in float
     with a warning instead of raising. The forward simulates the int8 graph exactly
     (DESIGN.md §3): what ``export_onnx`` writes and the runtime executes.
     """
@@ -90,7 +94,7 @@ def quantize(
         raise QuantizationError(f"on_untraceable must be 'error' or 'float', got {on_untraceable!r}")
     qconfig = build_qconfig(
         method, per_channel=per_channel, weight_bits=weight_bits, activation_dtype=activation_dtype,
-        percentile=percentile, bins=bins, skip=skip,
+        percentile=percentile, bins=bins, skip=skip, float_adds=float_adds,
     )
     example = example_args(model, calib_loader)
     qmodel = prepare(model, example, qconfig, float_fallback=on_untraceable == "float")

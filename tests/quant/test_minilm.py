@@ -30,9 +30,11 @@ def test_int8_embeddings_stay_close(minilm):
     model, tokenizer = minilm
     calib = [tokenize(tokenizer, SENTENCES[i : i + 8]) for i in range(0, 16, 8)]
     test = tokenize(tokenizer, SENTENCES[24:36])
-    q = compress.quantize(model, calib, progress=False)
     with torch.no_grad():
-        cos = (q(**test) * model(**test)).sum(-1)
-    # uint8 per-tensor activations on BERT's residual stream (outlier features) cost accuracy;
-    # BENCHMARKS.md records the figures per method. This guards against regressions.
-    assert float(cos.mean()) > 0.85, cos
+        ref = model(**test)
+        cos = {adds: (compress.quantize(model, calib, float_adds=adds, progress=False)(**test) * ref).sum(-1)
+               for adds in (False, True)}
+    # uint8 per-tensor grids on BERT's residual stream (outlier features) cost accuracy;
+    # keeping the adds float recovers most of it (figures per method in BENCHMARKS.md)
+    assert float(cos[False].mean()) > 0.85, cos
+    assert float(cos[True].mean()) > 0.93 and float(cos[True].mean()) > float(cos[False].mean()) + 0.03, cos
