@@ -60,7 +60,10 @@ def train_classifier(
     steps = epochs * len(loader)  # type: ignore[arg-type]
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1))
     model.train()
-    for _ in tqdm(range(epochs), desc="train", disable=not progress):
+    for epoch in tqdm(range(epochs), desc="train", disable=not progress):
+        sampler = getattr(loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):  # DistributedSampler: a new shuffle every epoch
+            sampler.set_epoch(epoch)
         for x, y in loader:
             loss = loss_fn(model, x, y) if loss_fn else F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
