@@ -72,8 +72,8 @@ class FakeQuantize(nn.Module):
                 "use more varied data or pass on_zero_range='warn'"
             )
         scale, zp = qparams(lo, hi, self.spec)
-        self.scale = scale
-        self.zero_point = zp
+        self.scale = scale.to(self.scale.device)  # histogram searches run on the CPU
+        self.zero_point = zp.to(self.zero_point.device)
         if self.learnable:
             self.log_scale.data = scale.log().reshape(self.log_scale.shape) if scale.dim() == 0 else scale.log()
 

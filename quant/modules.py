@@ -117,7 +117,7 @@ def _act_bounds(spec: QuantSpec, act: str | None, s_y: torch.Tensor, z_y: torch.
     if act in ACTIVATIONS:
         lo = max(lo, float(z_y))
     if act == "relu6":
-        hi = min(hi, float(torch.round(torch.tensor(6.0) / s_y) + z_y))
+        hi = min(hi, float(torch.round(s_y.new_tensor(6.0) / s_y) + z_y))
     return lo, hi
 
 
@@ -184,7 +184,7 @@ class QuantAdd(_QuantBinary):
         f32 = torch.float32
         ra, rb = (s_a.to(f32) / s_y.to(f32)).double(), (s_b.to(f32) / s_y.to(f32)).double()
         fused = (ra * float(z_a) + (rb * float(z_b)).to(f32).double()).to(f32)
-        offset = (torch.tensor(float(z_y), dtype=f32) - fused).double()
+        offset = (s_y.new_tensor(float(z_y), dtype=f32) - fused).double()
         inner = (qb * rb + offset).to(f32).double()
         return torch.round((qa * ra + inner).to(f32)).double()
 
@@ -215,7 +215,7 @@ class QuantGlobalMean(nn.Module):
         n = 1
         for d in self.dims:
             n *= x.shape[d]
-        multiplier = s / (s * torch.tensor(float(n)))
+        multiplier = s / (s * float(n))  # fp32(s_y·n): n is an exact fp32 integer
         q = torch.clamp(torch.round(acc.float() * multiplier) + z, self.spec.qmin, self.spec.qmax)
         return ((q - z) * s).to(x.dtype)
 

@@ -152,7 +152,7 @@ class HistogramObserver(Observer):
             return
         f = 2 ** (new_exp - old)
         half = self.bins // 2
-        j = torch.arange(self.bins)
+        j = torch.arange(self.bins, device=self.hist.device)
         target = torch.div((f - 1) * half + j, f, rounding_mode="floor").clamp_(0, self.bins - 1)
         self.hist = torch.zeros_like(self.hist).index_add_(0, target, self.hist)
         self.exponent.fill_(new_exp)
@@ -193,6 +193,11 @@ class HistogramObserver(Observer):
         dist.all_reduce(self.max_val, op=dist.ReduceOp.MAX)
 
     # helpers for subclasses -------------------------------------------------
+    @property
+    def cpu_hist(self) -> torch.Tensor:
+        """The counts on the CPU: range searches are small and index with CPU tensors."""
+        return self.hist.detach().cpu()
+
     def edges(self) -> torch.Tensor:
         b = self.bound
         return torch.linspace(-b, b, self.bins + 1, dtype=torch.float64)
@@ -220,7 +225,7 @@ class PercentileObserver(HistogramObserver):
         self.percentile = percentile
 
     def clip_range(self) -> tuple[torch.Tensor, torch.Tensor]:
-        cdf = torch.cumsum(self.hist, 0)
+        cdf = torch.cumsum(self.cpu_hist, 0)
         total = float(cdf[-1])
         edges = self.edges()
         q = self.percentile / 100.0
@@ -254,8 +259,8 @@ class MSEObserver(HistogramObserver):
 
     def clip_range(self) -> tuple[torch.Tensor, torch.Tensor]:
         lo0, hi0 = min(float(self.min_val), 0.0), max(float(self.max_val), 0.0)
-        mask = self.hist > 0
-        c, h = self.centers()[mask], self.hist[mask]
+        mask = self.cpu_hist > 0
+        c, h = self.centers()[mask], self.cpu_hist[mask]
         alphas = torch.linspace(1.0 / self.candidates, 1.0, self.candidates, dtype=torch.float64)
         lo, hi = lo0, hi0
         for _ in range(self.rounds):
@@ -299,19 +304,19 @@ class KLObserver(HistogramObserver):
         half = self.bins // 2
         width = self.bound / half
         if self.symmetric:
-            h = self.hist[half:] + self.hist[:half].flip(0)
+            h = self.cpu_hist[half:] + self.cpu_hist[:half].flip(0)
             h[0] = (h[0] - self.zeros).clamp_min(0)
             t = self._search(h, self.levels // 2) * width
             return self._clip_to_seen(-t, t)
         # upper end, with the grid anchored at lo = min(min, 0)
         lo = min(float(self.min_val), 0.0)
         first = min(int(math.floor(lo / width)) + half, self.bins - 1)
-        h = self.hist[first:].clone()
+        h = self.cpu_hist[first:].clone()
         h[0] = (h[0] - (self.zeros if lo == 0.0 else self.at_min)).clamp_min(0)
         hi = (first - half + self._search(h, self.levels)) * width
         if lo < 0.0:  # then the lower end, with the grid anchored at hi
             top = max(min(int(math.ceil(hi / width)) + half, self.bins), 1)
-            lo = (top - half - self._search(self.hist[:top].flip(0), self.levels)) * width
+            lo = (top - half - self._search(self.cpu_hist[:top].flip(0), self.levels)) * width
         return self._clip_to_seen(lo, hi)
 
     def _search(self, h: torch.Tensor, levels: int) -> int:
