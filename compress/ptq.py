@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -11,8 +12,10 @@ from torch import nn
 
 from compress.errors import QuantizationError, translate_errors
 from quant import QConfig, QuantSpec, calibrate, freeze, make_observer, prepare, split_batch
+from quant.eager import prepare_leaves
 from quant.observers import OBSERVERS
 from quant.spec import WEIGHT_INT8_PER_CHANNEL, WEIGHT_INT8_PER_TENSOR
+from quant.trace import UntraceableRoot
 
 
 def weight_spec(per_channel: bool, bits: int = 8) -> QuantSpec:
@@ -87,8 +90,10 @@ def quantize(
     activations uint8 asymmetric unless ``activation_dtype='int8'``. Modules in
     ``skip`` stay float; ``float_adds=True`` keeps residual adds float (transformers:
     their residual stream has outlier features). ``on_untraceable='float'`` keeps untraceable submodules in float
-    with a warning instead of raising. The forward simulates the int8 graph exactly
-    (DESIGN.md §3): what ``export_onnx`` writes and the runtime executes.
+    with a warning instead of raising, and a model whose own forward cannot be traced
+    gets its Conv2d/Linear leaves quantized in eager mode (no BN folding, not exportable).
+    The forward simulates the int8 graph exactly (DESIGN.md §3): what ``export_onnx``
+    writes and the runtime executes.
     """
     if on_untraceable not in ("error", "float"):
         raise QuantizationError(f"on_untraceable must be 'error' or 'float', got {on_untraceable!r}")
@@ -97,7 +102,14 @@ def quantize(
         percentile=percentile, bins=bins, skip=skip, float_adds=float_adds,
     )
     example = example_args(model, calib_loader)
-    qmodel = prepare(model, example, qconfig, float_fallback=on_untraceable == "float")
+    try:
+        qmodel = prepare(model, example, qconfig, float_fallback=on_untraceable == "float")
+    except UntraceableRoot as exc:
+        if on_untraceable != "float":
+            raise
+        warnings.warn(f"{exc}. Quantizing Conv2d/Linear leaves only: no BatchNorm folding, not exportable",
+                      stacklevel=3)
+        qmodel = prepare_leaves(model, qconfig)
     calibrate(qmodel, calib_loader, progress=progress, max_batches=max_batches)
     freeze(qmodel, on_zero_range=on_zero_range)
     return qmodel.eval()

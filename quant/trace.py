@@ -14,6 +14,10 @@ from torch import fx, nn
 from quant.errors import QuantError
 
 
+class UntraceableRoot(QuantError):
+    """The model's own forward (not a submodule) defeats torch.fx."""
+
+
 class _NamingTracer(fx.Tracer):
     """Standard leaves plus ``extra_leaves``; remembers the innermost module that failed."""
 
@@ -44,10 +48,10 @@ def trace(model: nn.Module, *, float_fallback: bool, leaves: set[str] | None = N
         except Exception as exc:  # torch.fx raises many types; all mean "cannot trace here"
             culprit = tracer.failed_in
             if not culprit:
-                raise QuantError(
+                raise UntraceableRoot(
                     f"torch.fx cannot trace the forward of {type(model).__name__} itself "
                     f"({type(exc).__name__}: {exc}); make its data-dependent control flow a submodule, "
-                    "or quantize its traceable submodules one by one"
+                    "or pass on_untraceable='float' to quantize its Conv2d/Linear leaves only"
                 ) from exc
             if not float_fallback:
                 raise QuantError(

@@ -204,3 +204,45 @@ def test_zero_range_activation_is_an_error_or_a_warning():
 def test_progress_bar_can_be_turned_off(capsys):
     compress.quantize(MnistCNN(width=8).eval(), [torch.randn(2, 1, 28, 28)], progress=False)
     assert "calibrate" not in capsys.readouterr().err
+
+
+class RootControlFlow(nn.Module):
+    """Data-dependent control flow in the model's own forward: no submodule to leave float."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.fc = nn.Linear(4 * 26 * 26, 10)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        if y.mean() > 10:
+            y = y * 0.5
+        return self.fc(torch.flatten(y, 1))
+
+
+def test_untraceable_root_falls_back_to_eager_leaves():
+    torch.manual_seed(0)
+    model = RootControlFlow().eval()
+    data = [torch.randn(4, 1, 28, 28) for _ in range(3)]
+    with pytest.raises(compress.QuantizationError, match="RootControlFlow itself"):
+        compress.quantize(model, data, progress=False)
+    with pytest.warns(UserWarning, match="leaves only"):
+        q = compress.quantize(model, data, on_untraceable="float", progress=False)
+    from quant.eager import EagerQuantLeaf
+
+    assert isinstance(q.conv, EagerQuantLeaf) and isinstance(q.fc, EagerQuantLeaf)
+    x = torch.randn(8, 1, 28, 28)
+    out = q(x)
+    codes = out / q.fc.output_quant.scale  # the output lies on the int8 grid
+    assert torch.allclose(codes, torch.round(codes), atol=1e-3)
+
+    class Traceable(RootControlFlow):  # the same network without the branch (never taken here)
+        def forward(self, x):
+            return self.fc(torch.flatten(torch.relu(self.conv(x)), 1))
+
+    plain = Traceable().eval()
+    plain.load_state_dict(model.state_dict())
+    graph_q = compress.quantize(plain, data, progress=False)
+    # leaf-only quantization costs about what the graph-mode int8 model costs
+    assert abs(sqnr_db(model(x), out) - sqnr_db(plain(x), graph_q(x))) < 1.0
