@@ -93,8 +93,16 @@ def mnist5k_loaders(
     batch_size: int = 64, test_size: int = 1000, seed: int = 0
 ) -> tuple[DataLoader, DataLoader]:
     """Train (shuffled with a seeded generator) and test loaders over MNIST-5k."""
-    s = load_mnist5k(test_size=test_size, seed=seed)
+    return split_loaders(load_mnist5k(test_size=test_size, seed=seed), batch_size=batch_size, seed=seed)
+
+
+def split_loaders(split: Split, batch_size: int = 64, seed: int = 0) -> tuple[DataLoader, DataLoader]:
+    """Loaders over an already loaded split; the train order depends on ``seed`` alone.
+
+    Each call gets its own seeded generator, so two users of the same split never
+    change each other's batch order.
+    """
     g = torch.Generator().manual_seed(seed)
-    train = DataLoader(TensorDataset(s.x_train, s.y_train), batch_size=batch_size, shuffle=True, generator=g)
-    test = DataLoader(TensorDataset(s.x_test, s.y_test), batch_size=256)
+    train = DataLoader(TensorDataset(split.x_train, split.y_train), batch_size=batch_size, shuffle=True, generator=g)
+    test = DataLoader(TensorDataset(split.x_test, split.y_test), batch_size=256)
     return train, test

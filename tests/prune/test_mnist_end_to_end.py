@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import compress
+from compress.data import split_loaders
 from compress.models import accuracy, train_classifier
 from compress.pruning import count_params, sparsity_report
 
@@ -15,9 +16,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def baseline(trained_mnist_cnn, mnist_loaders):
+def baseline(trained_mnist_cnn, mnist_split):
     torch.set_num_threads(1)
-    return accuracy(trained_mnist_cnn, mnist_loaders[1])
+    return accuracy(trained_mnist_cnn, split_loaders(mnist_split)[1])
 
 
 def fine_tuner(loader):
