@@ -69,11 +69,6 @@ _TRANSLATIONS: list[tuple[type[BaseException], type[CompressError]]] = [
 F = TypeVar("F", bound=Callable)
 
 
-def register_translation(source: type[BaseException], target: type[CompressError]) -> None:
-    """Map a lower package's error class onto a CompressError subclass at the facade."""
-    _TRANSLATIONS.append((source, target))
-
-
 def translate_errors(fn: F) -> F:
     """Re-raise lower-package errors from ``fn`` as CompressError subclasses, message intact."""
 

@@ -75,7 +75,7 @@ class FakeQuantize(nn.Module):
         self.scale = scale.to(self.scale.device)  # histogram searches run on the CPU
         self.zero_point = zp.to(self.zero_point.device)
         if self.learnable:
-            self.log_scale.data = scale.log().reshape(self.log_scale.shape) if scale.dim() == 0 else scale.log()
+            self.log_scale.data = scale.log().reshape(())  # learnable scales are per tensor
 
     def train(self, mode: bool = True) -> FakeQuantize:
         """Entering eval mirrors a learned (LSQ) scale into ``scale``, the buffer exporters read."""

@@ -220,17 +220,9 @@ class _Inserter:
     def quantized_binary(self, node: fx.Node, cls: type[QuantAdd] | type[QuantMatMul]) -> None:
         """Replace ``a + b`` / ``a @ b`` by a module that knows all three grids (exact int8 arithmetic in eval)."""
         a, b = (self.quantize_edge(x, node) for x in node.args[:2])
-        name = node.name  # "add_1", "matmul": the label its quantizers and errors show
-        while hasattr(self.gm, name):
-            name += "_q"
-        self.gm.add_submodule(name, cls(self.qc.activation))
         qargs = [*self.attrs(self.grid[a], node, "scale", "zero_point"),
                  *self.attrs(self.grid[b], node, "scale", "zero_point")]
-        with self.gm.graph.inserting_before(node):
-            new = self.gm.graph.call_module(name, (a, b, *qargs))
-        new.meta = dict(node.meta)
-        node.replace_all_uses_with(new)
-        self.gm.graph.erase_node(node)
+        new = self.replace_with_module(node, cls(self.qc.activation), (a, b, *qargs))
         out = self.quantize_output(new)
         new.args = (*new.args, *self.attrs(out, new, "scale", "zero_point", "quant_enabled"))
 
@@ -240,13 +232,18 @@ class _Inserter:
         if found is None:
             return None
         dims, keepdim = found
+        qargs = self.attrs(self.grid[src], node, "scale", "zero_point", "quant_enabled")
+        return self.replace_with_module(node, QuantGlobalMean(dims, keepdim, self.qc.activation), (src, *qargs))
+
+    def replace_with_module(self, node: fx.Node, module: nn.Module, args: tuple) -> fx.Node:
+        """Put ``module`` (named after ``node``: "add_1", "matmul", the label its quantizers and
+        errors show) in ``node``'s place, called with ``args``."""
         name = node.name
         while hasattr(self.gm, name):
             name += "_q"
-        self.gm.add_submodule(name, QuantGlobalMean(dims, keepdim, self.qc.activation))
-        qargs = self.attrs(self.grid[src], node, "scale", "zero_point", "quant_enabled")
+        self.gm.add_submodule(name, module)
         with self.gm.graph.inserting_before(node):
-            new = self.gm.graph.call_module(name, (src, *qargs))
+            new = self.gm.graph.call_module(name, args)
         new.meta = dict(node.meta)
         node.replace_all_uses_with(new)
         self.gm.graph.erase_node(node)

@@ -9,13 +9,8 @@ import torchvision
 from torch import nn
 
 import compress
-from compress.models import MnistCNN
+from compress.models import MnistCNN, sqnr_db
 from quant import FakeQuantize, QuantConv2d, QuantLinear, quantizers
-
-
-@torch.no_grad()
-def sqnr_db(ref: torch.Tensor, approx: torch.Tensor) -> float:
-    return float(10 * torch.log10(ref.pow(2).sum() / (ref - approx).pow(2).sum().clamp_min(1e-20)))
 
 
 def _activation_quantizers(model):
