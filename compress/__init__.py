@@ -7,7 +7,18 @@ that ``import compress`` is cheap and ``compress.errors`` can be imported alone.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
+
+if importlib.util.find_spec("torch") is None:
+    # The base install is the runtime alone; say how to get the rest instead of failing
+    # somewhere inside quant/ with a bare "No module named 'torch'".
+    raise ModuleNotFoundError(
+        "compress (quantize, prune, distill, export, recipes) needs PyTorch, which this environment lacks: "
+        "install the toolkit with pip install 'compress[full]' (CPU-only torch: see the README). "
+        "The int8 runtime alone works without torch: import runtime; runtime.InferenceSession('model.onnx')",
+        name="torch",
+    )
 
 from compress.errors import (
     CompressError,
