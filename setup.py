@@ -61,4 +61,8 @@ ext = Extension(
     extra_link_args=["-pthread"],
 )
 
-setup(ext_modules=[ext], cmdclass={"build_ext": PerFileFlagsBuildExt})
+# Weight-only int4/int8 GEMM (MatMulNBits): its own module; ISA clones chosen inside at load time.
+woq = Extension("runtime._woq", sources=[str(CSRC / "woq_gemm.c")], extra_compile_args=["-O3", "-std=gnu11", "-Wall"],
+                extra_link_args=["-pthread"])
+
+setup(ext_modules=[ext, woq], cmdclass={"build_ext": PerFileFlagsBuildExt})
