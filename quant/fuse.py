@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-RELU_TARGETS = {F.relu, torch.relu, torch.relu_}
+RELU_TARGETS = {F.relu, torch.relu, torch.relu_, torch.ops.aten.relu.default, torch.ops.aten.relu_.default}
 RELU6_TARGETS = {F.relu6}
+HARDTANH_TARGETS = {F.hardtanh, torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default}
 
 
 def fold_bn_into_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -47,7 +48,7 @@ def activation_of(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
             return "relu"
         if node.target in RELU6_TARGETS:
             return "relu6"
-        if node.target is F.hardtanh and node.args[1:3] == (0.0, 6.0):
+        if node.target in HARDTANH_TARGETS and tuple(node.args[1:3]) == (0.0, 6.0):
             return "relu6"
     elif node.op == "call_method" and node.target in ("relu", "relu_"):
         return "relu"

@@ -1,13 +1,14 @@
 """Prepare a float model for quantization (DESIGN.md §5).
 
-1. trace with torch.fx (untraceable submodules: error naming them, or float leaves);
+1. capture with torch.export (quant/capture.py); where it cannot, an error naming the
+   module and line, or (``float_fallback``) torch.fx with untraceable submodules as float leaves;
 2. fold Conv-BN, fuse Conv/Linear + ReLU/ReLU6, swap in QuantConv2d / QuantLinear;
 3. put one activation quantizer on every tensor edge the int8 graph needs:
    inputs of Conv/Linear/matmul/add/cat that are not already quantized, and the
    outputs of those ops. Max-pool, flatten, reshape, ReLU... keep their input's grid
    exactly; average pools keep it but must round again, so they call the same
    quantizer with ``observe=False``. Everything else (LayerNorm, GELU, softmax, ...)
-   runs in float on dequantized values.
+   runs in float on dequantized values. Which op is which: quant/policy.py.
 
 The result is a GraphModule whose every FakeQuantize is reachable by name.
 """
@@ -15,7 +16,6 @@ The result is a GraphModule whose every FakeQuantize is reachable by name.
 from __future__ import annotations
 
 import copy
-import operator
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from quant import policy
+from quant.capture import CaptureError, capture
 from quant.errors import QuantError
 from quant.fake_quant import FakeQuantize
 from quant.fuse import activation_of, fold_batchnorms, is_module, is_tensor_node, set_module, sole_user
@@ -56,65 +58,33 @@ class QConfig:
         return specs[dtype]
 
 
-# --- how each op treats quantization --------------------------------------------------
-EXACT_MODULES = (nn.ReLU, nn.MaxPool2d, nn.MaxPool1d, nn.Flatten, nn.Identity, nn.Dropout, nn.Unflatten)
-REQUANT_MODULES = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
-EXACT_FUNCTIONS = {
-    F.relu, torch.relu, F.max_pool2d, torch.flatten, torch.reshape, torch.transpose, torch.permute,
-    torch.squeeze, torch.unsqueeze, operator.getitem, torch.chunk, torch.split, F.dropout,
-}
-EXACT_METHODS = {
-    "view", "reshape", "flatten", "permute", "transpose", "contiguous", "squeeze", "unsqueeze", "relu",
-    "chunk", "split", "expand",
-}
-REQUANT_FUNCTIONS = {F.adaptive_avg_pool2d, F.avg_pool2d, torch.mean}
-REQUANT_METHODS = {"mean"}
-ADD_FUNCTIONS = {operator.add, torch.add, operator.iadd}
-CAT_FUNCTIONS = {torch.cat, torch.concat}
-MATMUL_FUNCTIONS = {torch.matmul, operator.matmul, torch.bmm}
-
-
+# --- how each op treats quantization: quant/policy.py ------------------------------------
 def classify(node: fx.Node, modules: dict[str, nn.Module]) -> str:
-    """'weighted' | 'add' | 'cat' | 'matmul' | 'exact' | 'requant' | 'float' | 'io'."""
+    """'weighted' | 'add' | 'cat' | 'matmul' | 'exact' | 'requant' | 'float' | 'io' (quant/policy.py)."""
     if node.op in ("placeholder", "get_attr", "output"):
         return "io"
     if node.op == "call_module":
         m = modules[node.target]  # type: ignore[index]
         if isinstance(m, QuantWeighted):
-            return "weighted"
+            return policy.WEIGHTED
         if isinstance(m, QuantAdd):
-            return "add"
+            return policy.ADD
         if isinstance(m, QuantMatMul):
-            return "matmul"
-        if isinstance(m, EXACT_MODULES):
-            return "exact"
-        if isinstance(m, REQUANT_MODULES):
-            return "requant"
-        return "float"
-    target = node.target
-    tensor_args = [a for a in node.args if is_tensor_node(a)]
+            return policy.MATMUL
+        return policy.module_kind(m)
     if node.op == "call_function":
-        if target in ADD_FUNCTIONS and len(tensor_args) == 2 and _same_shape(*tensor_args):
-            return "add"
-        if target in CAT_FUNCTIONS:
-            return "cat"
-        if target in MATMUL_FUNCTIONS and len(tensor_args) == 2:
-            return "matmul"
-        if target in EXACT_FUNCTIONS:
-            return "exact"
-        if target in REQUANT_FUNCTIONS:
-            return "requant"
-        return "float"
-    if node.op == "call_method":
-        if target == "add" and len(tensor_args) == 2 and _same_shape(*tensor_args):
-            return "add"
-        if target == "matmul" and len(tensor_args) == 2:
-            return "matmul"
-        if target in EXACT_METHODS:
-            return "exact"
-        if target in REQUANT_METHODS:
-            return "requant"
-    return "float"
+        kind = policy.function_kind(node.target)
+    elif node.op == "call_method":
+        kind = policy.method_kind(str(node.target))
+    else:
+        return policy.FLOAT
+    tensor_args = [a for a in node.args if is_tensor_node(a)]
+    if kind == policy.ADD and not (len(tensor_args) == 2 and _same_shape(*tensor_args)
+                                   and node.kwargs.get("alpha", 1) == 1):
+        return policy.FLOAT
+    if kind == policy.MATMUL and len(tensor_args) != 2:
+        return policy.FLOAT
+    return kind
 
 
 def global_mean_dims(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[tuple[int, ...], bool] | None:
@@ -122,15 +92,16 @@ def global_mean_dims(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[tupl
     rank = len(node.args[0].meta["tensor_meta"].shape) if is_tensor_node(node.args[0]) else 0
     if node.op == "call_module" and isinstance(modules[node.target], nn.AdaptiveAvgPool2d):  # type: ignore[index]
         size = modules[node.target].output_size  # type: ignore[index,union-attr]
-        return ((rank - 2, rank - 1), True) if size in (1, (1, 1)) else None
-    if node.op == "call_function" and node.target is F.adaptive_avg_pool2d:
+        return ((rank - 2, rank - 1), True) if size in (1, (1, 1), [1, 1]) else None
+    name = policy.aten_name(node.target) if node.op == "call_function" else None
+    if node.target is F.adaptive_avg_pool2d or name == "aten::adaptive_avg_pool2d":
         size = node.args[1] if len(node.args) > 1 else node.kwargs.get("output_size")
-        return ((rank - 2, rank - 1), True) if size in (1, (1, 1)) else None
-    is_mean = node.target is torch.mean if node.op == "call_function" else node.target == "mean"
+        return ((rank - 2, rank - 1), True) if size in (1, (1, 1), [1, 1]) else None
+    is_mean = node.target is torch.mean or name == "aten::mean" if node.op == "call_function" else node.target == "mean"
     if is_mean and node.op in ("call_function", "call_method"):
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
         keepdim = bool(node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False))
-        if dim is None or not rank:
+        if dim is None or not rank or node.kwargs.get("dtype") is not None:
             return None
         dims = tuple(sorted(d % rank for d in ([dim] if isinstance(dim, int) else dim)))
         return (dims, keepdim) if 0 not in dims else None
@@ -147,7 +118,7 @@ def swap_weighted(gm: fx.GraphModule, qconfig: QConfig) -> None:
     """Conv2d/Linear (+ReLU/ReLU6 as sole user) → QuantConv2d/QuantLinear with fused activation."""
     modules = dict(gm.named_modules())
     for node in list(gm.graph.nodes):
-        if not is_module(node, modules, (nn.Conv2d, nn.Linear)) or node.target in qconfig.skip:
+        if not is_module(node, modules, (nn.Conv2d, nn.Linear)) or skipped(node, qconfig.skip):
             continue
         name = str(node.target)
         user = sole_user(node)
@@ -162,6 +133,15 @@ def swap_weighted(gm: fx.GraphModule, qconfig: QConfig) -> None:
             q = QuantLinear(float_mod, qconfig.weight, act, name)
         set_module(gm, name, q)
     gm.graph.lint()
+
+
+def skipped(node: fx.Node, skip: frozenset[str]) -> bool:
+    """True when ``node`` is, or runs inside, a module the user keeps float."""
+    if not skip:
+        return False
+    paths = [str(node.target)] if node.op == "call_module" else []
+    paths += [path for path, _ in node.meta.get("nn_module_stack", {}).values()]
+    return any(p == s or p.startswith(s + ".") for p in paths for s in skip)
 
 
 def _label(node: fx.Node) -> str:
@@ -255,6 +235,8 @@ class _Inserter:
             if node in self.grid:  # a quantizer we inserted
                 continue
             kind = classify(node, modules)
+            if kind in (policy.ADD, policy.MATMUL, policy.CAT) and skipped(node, self.qc.skip):
+                continue
             if kind == "weighted":
                 x = self.quantize_edge(node.args[0], node)
                 (in_scale,) = self.attrs(self.grid[x], node, "scale")
@@ -290,30 +272,34 @@ def prepare(
     example_inputs: tuple,
     qconfig: QConfig,
     *,
+    example_kwargs: dict | None = None,
     float_fallback: bool = False,
     fold_bn: bool = True,
     qat: bool = False,
 ) -> fx.GraphModule:
     """A fake-quant copy of ``model`` (the input model is never modified).
 
-    ``qat=True`` keeps each Conv→BN pair trainable as a QuantConvBn2d (BN folded on the
-    fly, quant/qat.py) instead of folding it once with today's statistics.
+    The graph is captured with torch.export (quant/capture.py); a model it cannot capture
+    raises a QuantError naming the module and line, or with ``float_fallback`` is traced
+    with torch.fx, untraceable submodules left float. ``qat=True`` keeps each Conv→BN pair
+    trainable as a QuantConvBn2d (BN folded on the fly, quant/qat.py) instead of folding
+    it once with today's statistics. The result is called like ``model``.
     """
     model = copy.deepcopy(model)
     was_training = model.training
     model.eval()
-    gm = trace(model, float_fallback=float_fallback, leaves=set(qconfig.skip))
     for name in qconfig.skip:
         try:
-            gm.get_submodule(name)
+            model.get_submodule(name)
         except AttributeError:
             raise QuantError(f"skip names unknown module '{name}'") from None
+    gm = _capture_graph(model, example_inputs, example_kwargs or {}, qconfig, float_fallback)
     if qat:
         swap_conv_bn(gm, qconfig.weight, qconfig.skip)
     if fold_bn:
         fold_batchnorms(gm)
     swap_weighted(gm, qconfig)
-    example_shapes(gm, example_inputs)
+    example_shapes(gm, example_inputs, example_kwargs)
     _Inserter(gm, qconfig).run()
     gm.graph.eliminate_dead_code()
     gm.graph.lint()
@@ -324,6 +310,19 @@ def prepare(
                       stacklevel=2)
     gm.train(was_training)
     return gm
+
+
+def _capture_graph(
+    model: nn.Module, args: tuple, kwargs: dict, qconfig: QConfig, float_fallback: bool
+) -> fx.GraphModule:
+    """torch.export capture; with ``float_fallback``, torch.fx with float leaves where export fails."""
+    try:
+        return capture(model, args, kwargs)
+    except CaptureError as exc:
+        if not float_fallback:
+            raise
+        warnings.warn(f"{exc}; tracing with torch.fx instead", stacklevel=4)
+    return trace(model, float_fallback=True, leaves=set(qconfig.skip))
 
 
 def quantizers(model: nn.Module):

@@ -67,9 +67,11 @@ def trace(model: nn.Module, *, float_fallback: bool, leaves: set[str] | None = N
         return fx.GraphModule(model, graph, class_name=type(model).__name__)
 
 
-def example_shapes(gm: fx.GraphModule, example_inputs: tuple) -> None:
+def example_shapes(gm: fx.GraphModule, example_inputs: tuple, example_kwargs: dict | None = None) -> None:
     """Annotate nodes with ``meta['tensor_meta']`` so tensor args can be told from scalars."""
     from torch.fx.passes.shape_prop import ShapeProp
 
+    from quant.capture import flat_inputs
+
     with torch.no_grad():
-        ShapeProp(gm).propagate(*example_inputs)
+        ShapeProp(gm).run(*flat_inputs(gm, example_inputs, example_kwargs), enable_io_processing=False)

@@ -1,0 +1,233 @@
+"""Capture a model's graph with torch.export (non-strict) for quantization (DESIGN.md §5).
+
+``torch.fx.symbolic_trace`` cannot follow today's models (HuggingFace transformers,
+torchvision's data-dependent helpers); ``torch.export`` runs the real Python with fake
+tensors and records ATen ops, the capture PyTorch, transformers, torchao's PT2E and
+NNCF have converged on. The exported program is turned back into an ``fx.GraphModule``
+the existing passes understand:
+
+- parameters are unlifted (``ExportedProgram.module()``), guard and assertion nodes dropped;
+- each ``aten.conv*`` / ``aten.linear`` / ``aten.batch_norm`` call whose weights are
+  parameters of a Conv/Linear/BatchNorm module of the model becomes a ``call_module`` of
+  that very module again, at its original name ("layer1.0.conv1"), so BN folding, fusion,
+  ``skip=[...]`` and QAT's Conv-BN modules work unchanged; HuggingFace's ``Conv1D``
+  (``addmm(bias, x, W)``, GPT-2) becomes an ``nn.Linear`` of the transposed weight;
+- ``aten.dropout`` becomes ``nn.Dropout`` so that QAT trains with it and eval removes it.
+
+The batch dimension is captured as dynamic, so the graph runs on any batch size. What
+export cannot capture raises :class:`CaptureError` naming the module and source line.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import traceback
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.utils import _pytree as pytree
+
+from quant.errors import QuantError
+from quant.fuse import set_module
+from quant.policy import aten_name
+
+_TORCH_DIR = os.path.dirname(torch.__file__)
+_QUANT_DIR = os.path.dirname(__file__)
+# side-effect-only nodes export records (shape guards, metadata asserts): no value, nothing to quantize
+_ASSERTS = ("aten::_assert_tensor_metadata", "aten::_assert_scalar", "aten::sym_constrain_range_for_size",
+            "aten::_assert_async", "aten::sym_constrain_range")
+_CONV = {"aten::conv1d": nn.Conv1d, "aten::conv2d": nn.Conv2d, "aten::conv_transpose2d": nn.ConvTranspose2d,
+         "aten::conv_transpose1d": nn.ConvTranspose1d}
+
+
+class CaptureError(QuantError):
+    """torch.export could not capture the model; names the module and the line."""
+
+    def __init__(self, message: str, module: str | None) -> None:
+        super().__init__(message)
+        self.module = module  # qualified name of the module at fault ("" = the model itself)
+
+
+def capture(model: nn.Module, args: tuple, kwargs: dict | None = None) -> fx.GraphModule:
+    """An fx.GraphModule of ATen ops computing ``model(*args, **kwargs)`` (eval), any batch size.
+
+    The result is called like the model (same positional and keyword inputs).
+    """
+    kwargs = dict(kwargs or {})
+    args, kwargs = _batch_of_two(args, kwargs)
+    try:
+        ep = torch.export.export(
+            model, args, kwargs, dynamic_shapes=_dynamic_batch(model, args, kwargs), strict=False
+        )
+    except Exception as exc:  # export raises many types; all mean "cannot capture here"
+        raise _capture_error(model, exc) from exc
+    unlifted = ep.module()
+    graph = unlifted.graph
+    for node in list(graph.nodes):
+        if node.op == "call_module" and str(node.target).startswith("_guards"):
+            graph.erase_node(node)
+        elif node.op == "call_function" and aten_name(node.target) in _ASSERTS and not node.users:
+            graph.erase_node(node)
+    gm = fx.GraphModule(unlifted, graph, class_name=type(model).__name__)
+    _lift_modules(gm, model)
+    gm.graph.eliminate_dead_code()
+    gm.graph.lint()
+    gm.recompile()
+    gm.delete_all_unused_submodules()
+    return gm
+
+
+def flat_inputs(gm: fx.GraphModule, args: tuple, kwargs: dict | None = None) -> list:
+    """The placeholder values of a captured graph for ``model(*args, **kwargs)``."""
+    codegen = gm.graph._codegen
+    spec = getattr(getattr(codegen, "pytree_info", None), "in_spec", None)
+    if spec is None:
+        return [*args, *(kwargs or {}).values()]
+    leaves, _ = pytree.tree_flatten((tuple(args), dict(kwargs or {})))
+    return leaves
+
+
+# --- inputs -----------------------------------------------------------------------------
+def _batch_of_two(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Example tensors with batch ≥ 2: export specialises a batch of 1 to a constant."""
+
+    def grow(t: Any) -> Any:
+        if isinstance(t, torch.Tensor) and t.dim() and t.shape[0] == 1:
+            return torch.cat([t, t])
+        return t
+
+    return tuple(pytree.tree_map(grow, list(args))), pytree.tree_map(grow, kwargs)
+
+
+def _dynamic_batch(model: nn.Module, args: tuple, kwargs: dict) -> Any:
+    """Dimension 0 of every tensor input is the batch (``Dim.AUTO``: static if the model needs it)."""
+    from torch.export import Dim
+
+    def spec(t: Any) -> Any:
+        return {0: Dim.AUTO} if isinstance(t, torch.Tensor) and t.dim() else None
+
+    if not kwargs:
+        return tuple(pytree.tree_map(spec, list(args)))
+    bound = inspect.signature(model.forward).bind(*args, **kwargs)
+    return {name: pytree.tree_map(spec, value) for name, value in bound.arguments.items()}
+
+
+# --- errors -----------------------------------------------------------------------------
+def _capture_error(model: nn.Module, exc: Exception) -> CaptureError:
+    """Name the innermost module of ``model`` (and its source line) the failure happened in."""
+    names = {id(m): name for name, m in model.named_modules()}
+    culprit: str | None = None
+    where = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        frame, filename = tb.tb_frame, tb.tb_frame.f_code.co_filename
+        if not filename.startswith((_TORCH_DIR, _QUANT_DIR)):
+            owner = frame.f_locals.get("self")
+            if owner is not None and id(owner) in names:
+                culprit = names[id(owner)]
+                line = traceback.extract_tb(tb, limit=1)[0]
+                where = f" at {line.filename}:{line.lineno} ({(line.line or '').strip()})"
+        tb = tb.tb_next
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    reason = f"{type(exc).__name__}: {first[:300]}"
+    if culprit is None or culprit == "":
+        what = f"the forward of {type(model).__name__} itself"
+    else:
+        what = f"module '{culprit}' ({type(model.get_submodule(culprit)).__name__})"
+    return CaptureError(
+        f"torch.export cannot capture {what}{where}: {reason}. Fallback: on_untraceable='float' traces with "
+        "torch.fx and keeps untraceable submodules in float (or quantizes Conv/Linear leaves only)",
+        culprit,
+    )
+
+
+# --- lifting ATen calls back to modules --------------------------------------------------
+def _param_owner(model: nn.Module, node: Any, cls: type | tuple[type, ...]) -> tuple[str, nn.Module] | None:
+    """(qualified name, module) when ``node`` reads the ``weight`` of a ``cls`` module of ``model``."""
+    if not isinstance(node, fx.Node) or node.op != "get_attr":
+        return None
+    owner, _, attr = str(node.target).rpartition(".")
+    if attr != "weight":
+        return None
+    try:
+        module = model.get_submodule(owner)
+    except AttributeError:
+        return None
+    return (owner, module) if isinstance(module, cls) else None
+
+
+def _is_attr(node: Any, qualname: str) -> bool:
+    return isinstance(node, fx.Node) and node.op == "get_attr" and str(node.target) == qualname
+
+
+def _lift_modules(gm: fx.GraphModule, model: nn.Module) -> None:
+    """Turn ATen calls on a module's own parameters back into ``call_module`` of that module."""
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if node.op != "call_function":
+            continue
+        name = aten_name(node.target)
+        lifted: tuple[str, nn.Module] | None = None
+        if name in _CONV or name == "aten::linear":
+            cls = _CONV.get(name, nn.Linear)
+            owner = _param_owner(model, node.args[1], cls)
+            bias = node.args[2] if len(node.args) > 2 else None
+            if owner and (bias is None if owner[1].bias is None else _is_attr(bias, f"{owner[0]}.bias")):
+                lifted = owner
+        elif name == "aten::batch_norm":
+            owner = _param_owner(model, node.args[1], nn.modules.batchnorm._BatchNorm)
+            if owner and owner[1].track_running_stats and _is_attr(node.args[3], f"{owner[0]}.running_mean"):
+                lifted = owner
+        elif name == "aten::addmm":
+            lifted = _conv1d_as_linear(model, node)
+        elif name == "aten::dropout":
+            module = nn.Dropout(float(node.args[1]))
+            lifted = (_free_name(gm, node.name), module)
+        if lifted is None:
+            continue
+        qualname, module = lifted
+        set_module(gm, qualname, module)
+        with graph.inserting_before(node):
+            new = graph.call_module(qualname, (_lifted_input(node, name),))
+        new.meta = dict(node.meta)
+        if name == "aten::addmm":  # x.view(-1, in) @ W + b: the Linear sees the 2-D view
+            new.meta["lifted_from"] = "Conv1D"
+        node.replace_all_uses_with(new)
+        graph.erase_node(node)
+
+
+def _lifted_input(node: fx.Node, name: str | None) -> fx.Node:
+    return node.args[1] if name == "aten::addmm" else node.args[0]
+
+
+def _free_name(gm: fx.GraphModule, base: str) -> str:
+    name = base
+    while hasattr(gm, name):
+        name += "_m"
+    return name
+
+
+def _conv1d_as_linear(model: nn.Module, node: fx.Node) -> tuple[str, nn.Module] | None:
+    """``addmm(b, x, W)`` with W, b the parameters of one module (HuggingFace Conv1D): an nn.Linear."""
+    bias, weight = node.args[0], node.args[2]
+    if len(node.args) > 3 or node.kwargs.get("beta", 1) != 1 or node.kwargs.get("alpha", 1) != 1:
+        return None
+    if not (isinstance(weight, fx.Node) and weight.op == "get_attr" and _is_attr(bias, _sibling(weight, "bias"))):
+        return None
+    owner = str(weight.target).rpartition(".")[0]
+    try:
+        module = model.get_submodule(owner)
+    except AttributeError:
+        return None
+    w, b = module.get_parameter("weight"), module.get_parameter("bias")
+    linear = nn.Linear(w.shape[0], w.shape[1], device=w.device, dtype=w.dtype)
+    with torch.no_grad():
+        linear.weight.copy_(w.t())
+        linear.bias.copy_(b)
+    return owner, linear
+
+
+def _sibling(node: fx.Node, attr: str) -> str:
+    return f"{str(node.target).rpartition('.')[0]}.{attr}"
