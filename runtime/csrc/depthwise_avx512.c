@@ -1,29 +1,14 @@
 /* AVX-512 depthwise convolution: 32 channels per step in int16 lanes.  (x - zx) in
  * [-255, 255] times w in [-128, 127] fits int16 exactly (|p| <= 32640), so vpmullw is exact;
- * products are widened to int32 before accumulating.  The output stage is the same
- * vectorised requantization as the GEMM kernels (bit-identical to the portable path). */
+ * products are widened to int32 before accumulating.  A pixel's accumulators then go through
+ * the one output stage (its AVX-512 build), as in every other path. */
 #include <immintrin.h>
 
 #include "conv.h"
 
 static inline __mmask32 tail_mask(int64_t n) { return n >= 32 ? 0xFFFFFFFFu : (__mmask32)((1u << n) - 1u); }
 
-static inline void store16(__m512i acc, int64_t ch, int64_t valid, const out_stage *os, int64_t row) {
-    if (valid <= 0) return;
-    const __mmask16 mask = valid >= 16 ? 0xFFFF : (__mmask16)((1u << valid) - 1u);
-    const __m512i v = _mm512_add_epi32(acc, _mm512_maskz_loadu_epi32(mask, os->bias + ch));
-    if (os->mult == NULL) {
-        _mm512_mask_storeu_epi32((int32_t *)os->out + row * os->ldo + ch, mask, v);
-        return;
-    }
-    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_maskz_loadu_ps(mask, os->mult + ch));
-    f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(os->flo)), _mm512_set1_ps(os->fhi));
-    const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(f), _mm512_set1_epi32(os->zy));
-    _mm_mask_storeu_epi8((uint8_t *)os->out + row * os->ldo + ch, mask, _mm512_cvtepi32_epi8(q));
-}
-
-void depthwise_rows_avx512(const depthwise_args *a, int64_t r0, int64_t r1, int32_t *scratch) {
-    (void)scratch;
+void depthwise_rows_avx512(const depthwise_args *a, int64_t r0, int64_t r1, int32_t *acc) {
     const conv_geom *g = &a->g;
     const int64_t c = g->c;
     const __m512i zx = _mm512_set1_epi16((short)a->zx);
@@ -49,9 +34,10 @@ void depthwise_rows_avx512(const depthwise_args *a, int64_t r0, int64_t r1, int3
                         hi = _mm512_add_epi32(hi, _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(p, 1)));
                     }
                 }
-                store16(lo, ch, c - ch < 16 ? c - ch : 16, &a->os, row);
-                store16(hi, ch + 16, c - ch - 16 < 16 ? c - ch - 16 : 16, &a->os, row);
+                _mm512_mask_storeu_epi32(acc + ch, (__mmask16)mask, lo);
+                _mm512_mask_storeu_epi32(acc + ch + 16, (__mmask16)(mask >> 16), hi);
             }
+            qgemm_output_avx512(acc, c, 1, c, row, 0, &a->os);
         }
     }
 }

@@ -5,8 +5,7 @@
  *
  * (x - zx) lies in [-255, 255] and w in [-128, 127]: the product fits int16 (|p| <= 32640),
  * which lets the compiler multiply 16-bit lanes before widening the sum to int32.
- * Define DEPTHWISE_NAME before including. */
-#include <math.h>
+ * Define DEPTHWISE_NAME and DEPTHWISE_OUTPUT (that build of the output stage) before including. */
 #include <string.h>
 
 #include "conv.h"
@@ -32,19 +31,7 @@ void DEPTHWISE_NAME(const depthwise_args *a, int64_t r0, int64_t r1, int32_t *ac
                         acc[ch] += (int16_t)((int16_t)(xp[ch] - zx) * (int16_t)wp[ch]);
                 }
             }
-            const int64_t row = (b * g->oh + oy) * g->ow + ox;
-            if (os->mult == NULL) {
-                int32_t *out = (int32_t *)os->out + row * os->ldo;
-                for (int64_t ch = 0; ch < c; ++ch) out[ch] = acc[ch] + os->bias[ch];
-                continue;
-            }
-            uint8_t *out = (uint8_t *)os->out + row * os->ldo;
-            for (int64_t ch = 0; ch < c; ++ch) {
-                float f = (float)(acc[ch] + os->bias[ch]) * os->mult[ch];
-                f = f < os->flo ? os->flo : f;
-                f = f > os->fhi ? os->fhi : f;
-                out[ch] = (uint8_t)((int32_t)nearbyintf(f) + os->zy);
-            }
+            DEPTHWISE_OUTPUT(acc, c, 1, c, (b * g->oh + oy) * g->ow + ox, 0, os);
         }
     }
 }

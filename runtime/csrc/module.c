@@ -1,22 +1,32 @@
 /* runtime._kernels: the Python face of the integer kernels.
  *
  * Every entry point checks each dimension and buffer length before a pointer is touched
- * (so no input reaches memory outside its buffers), releases the GIL while computing, and
- * takes an explicit instruction-set path so tests can compare paths bit for bit.
+ * (so no input reaches memory outside its buffers, whoever the caller), releases the GIL while
+ * computing, and takes an explicit instruction-set path so tests can compare paths bit for bit.
+ * Sizes are multiplied in 64 bits with overflow checks against the explicit limits below;
+ * anything out of range raises ValueError or OverflowError (runtime/kernels.py turns both into
+ * the runtime's InferenceError) instead of reaching a kernel.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "conv.h"
 #include "dispatch.h"
 #include "maxpool.h"
 #include "qadd.h"
 #include "qgemm.h"
+#include "threadpool.h"
 
+/* Limits: every dimension below 2^31; a GEMM depth (and a depthwise window) small enough that
+ * no int32 accumulator can overflow (QGEMM_K_MAX); packed weights at most 8 GiB. */
 #define DIM_MAX ((int64_t)1 << 31)
+#define TAPS_MAX QGEMM_K_MAX
+#define PACK_BYTES_MAX ((int64_t)1 << 33)
+#define THREADS_MAX POOL_MAX_THREADS
 
 static const char *const path_names[PATH_COUNT] = {"portable", "avx2", "avx512vnni", "amx"};
 
@@ -28,6 +38,7 @@ typedef struct {
 
 static void packed_dealloc(PackedWeights *self) {
     free(self->b.data);
+    free(self->b.data16);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -65,6 +76,36 @@ static int check_dims(const char *fn, int n, const int64_t *v, const char *const
                          (long long)v[i], (long long)minimum);
             return -1;
         }
+    return 0;
+}
+
+/* *out = the product of n factors (each >= 0), or -1 with OverflowError naming what. */
+static int checked_product(const char *fn, const char *what, int n, const int64_t *f, int64_t *out) {
+    int64_t p = 1;
+    for (int i = 0; i < n; ++i)
+        if (__builtin_mul_overflow(p, f[i], &p)) {
+            PyErr_Format(PyExc_OverflowError, "%s: %s overflows 64-bit arithmetic", fn, what);
+            return -1;
+        }
+    *out = p;
+    return 0;
+}
+
+/* Threads: at least 1; more than THREADS_MAX or 4 per online CPU is clamped with a warning
+ * (a worker per requested thread would otherwise be created). */
+static int clamp_threads(const char *fn, int *threads) {
+    if (*threads < 1) {
+        PyErr_Format(PyExc_ValueError, "%s: threads=%d must be >= 1", fn, *threads);
+        return -1;
+    }
+    const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int most = cpus > 0 && cpus < THREADS_MAX / 4 ? (int)(4 * cpus) : THREADS_MAX;
+    if (*threads > most) {
+        if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1, "%s: threads=%d clamped to %d (4 per CPU, at most %d)", fn,
+                             *threads, most, THREADS_MAX) < 0)
+            return -1;
+        *threads = most;
+    }
     return 0;
 }
 
@@ -115,6 +156,12 @@ static int make_out_stage(const char *fn, Py_buffer *bias, Py_buffer *mult, int 
     if (need(fn, "bias", bias, 1, n, n, 4) < 0) return -1;
     if (have_mult) {
         if (need(fn, "multiplier", mult, 1, n, n, 4) < 0) return -1;
+        const float *m = mult->buf;
+        for (int64_t j = 0; j < n; ++j)
+            if (!isfinite(m[j])) {
+                PyErr_Format(PyExc_ValueError, "%s: multiplier[%lld] is not finite", fn, (long long)j);
+                return -1;
+            }
         if (lo < -128 || hi > 255 || lo > hi || zy < -128 || zy > 255) {
             PyErr_Format(PyExc_ValueError, "%s: clamp [%d, %d] / zero point %d outside the 8-bit range", fn, lo, hi,
                          zy);
@@ -161,13 +208,29 @@ static PyObject *py_pack_weights(PyObject *self, PyObject *args) {
     const int64_t dims[] = {n, k};
     if (check_dims("pack_weights", 2, dims, names, 1) < 0 || need("pack_weights", "weights", &w, n, k, k, 1) < 0)
         goto done;
+    if (k > QGEMM_K_MAX) {
+        PyErr_Format(PyExc_ValueError, "pack_weights: depth k=%lld exceeds %d (int32 accumulators could overflow)",
+                     (long long)k, QGEMM_K_MAX);
+        goto done;
+    }
+    const int64_t kp = (k + QGEMM_KALIGN - 1) / QGEMM_KALIGN * QGEMM_KALIGN;
+    const int64_t np = (n + QGEMM_NBLOCK - 1) / QGEMM_NBLOCK * QGEMM_NBLOCK;
+    const int64_t packed_dims[] = {kp, np};
+    int64_t bytes;
+    if (checked_product("pack_weights", "packed size", 2, packed_dims, &bytes) < 0) goto done;
+    if (bytes > PACK_BYTES_MAX) {
+        PyErr_Format(PyExc_ValueError, "pack_weights: %lld x %lld weights need %lld packed bytes, more than the %lld limit",
+                     (long long)n, (long long)k, (long long)bytes, (long long)PACK_BYTES_MAX);
+        goto done;
+    }
     obj = PyObject_New(PackedWeights, &PackedWeightsType);
     if (obj == NULL) goto done;
     obj->b.k = k;
     obj->b.n = n;
-    obj->b.kp = (k + QGEMM_KALIGN - 1) / QGEMM_KALIGN * QGEMM_KALIGN;
-    obj->b.np = (n + QGEMM_NBLOCK - 1) / QGEMM_NBLOCK * QGEMM_NBLOCK;
-    obj->b.data = aligned_alloc(64, (size_t)(obj->b.kp * obj->b.np));
+    obj->b.kp = kp;
+    obj->b.np = np;
+    obj->b.data16 = NULL;
+    obj->b.data = aligned_alloc(64, (size_t)bytes);
     if (obj->b.data == NULL) {
         Py_DECREF(obj);
         obj = NULL;
@@ -176,7 +239,6 @@ static PyObject *py_pack_weights(PyObject *self, PyObject *args) {
     }
     const int8_t *src = w.buf;
     int8_t *dst = obj->b.data;
-    const int64_t kp = obj->b.kp;
     for (int64_t col = 0; col < obj->b.np; ++col) {
         int8_t *blk = dst + (col / QGEMM_NBLOCK) * kp * QGEMM_NBLOCK + (col % QGEMM_NBLOCK) * 4;
         for (int64_t kk = 0; kk < kp; ++kk)
@@ -203,7 +265,9 @@ static PyObject *py_qgemm(PyObject *self, PyObject *args) {
     const char *names[] = {"m", "lda", "ldo"};
     const int64_t dims[] = {m, lda, ldo};
     out_stage os;
-    if (check_dims("qgemm", 3, dims, names, 0) < 0 || check_path("qgemm", path) < 0) goto release;
+    if (check_dims("qgemm", 3, dims, names, 0) < 0 || check_path("qgemm", path) < 0 ||
+        clamp_threads("qgemm", &threads) < 0)
+        goto release;
     if (lda < b->k) {
         PyErr_Format(PyExc_ValueError, "qgemm: lda=%lld < k=%lld", (long long)lda, (long long)b->k);
         goto release;
@@ -211,6 +275,10 @@ static PyObject *py_qgemm(PyObject *self, PyObject *args) {
     if (need("qgemm", "a", &a, m, b->k, lda, 1) < 0 ||
         make_out_stage("qgemm", &bias, &mult, have_mult, zy, lo, hi, &out, m, b->n, ldo, &os) < 0)
         goto release;
+    if (qgemm_prepare(path, &((PackedWeights *)packed_obj)->b) < 0) {
+        PyErr_NoMemory();
+        goto release;
+    }
     dense_ctx ctx = {a.buf, lda, b->k};
     int rc;
     Py_BEGIN_ALLOW_THREADS rc = qgemm_run(path, b, m, fill_dense, &ctx, &os, threads);
@@ -229,6 +297,7 @@ typedef struct {
     Py_buffer x, bias, mult, out;
     int have_mult;
     conv_geom g;
+    int64_t m, taps; /* output pixels (GEMM rows) and window taps, overflow-checked */
     int zx, zy, lo, hi, threads, path;
 } conv_call;
 
@@ -259,13 +328,21 @@ static int parse_conv(const char *fn, PyObject *args, conv_call *cc, PyObject **
     const int64_t dims[] = {g->batch, g->h, g->w, g->c, g->kh, g->kw, g->sh, g->sw, g->dh, g->dw};
     const char *pnames[] = {"pad_top", "pad_left", "pad_bottom", "pad_right"};
     const int64_t pads[] = {g->pt, g->pl, pb, pr};
-    if (check_dims(fn, 10, dims, names, 1) < 0 || check_dims(fn, 4, pads, pnames, 0) < 0 || check_path(fn, cc->path) < 0)
+    if (check_dims(fn, 10, dims, names, 1) < 0 || check_dims(fn, 4, pads, pnames, 0) < 0 ||
+        check_path(fn, cc->path) < 0 || clamp_threads(fn, &cc->threads) < 0)
         return -2;
     if (cc->zx < 0 || cc->zx > 255) {
         PyErr_Format(PyExc_ValueError, "%s: input zero point %d is not a uint8", fn, cc->zx);
         return -2;
     }
-    if (conv_geometry(fn, g, pb, pr) < 0 || need(fn, "x", &cc->x, g->batch * g->h * g->w, g->c, g->c, 1) < 0)
+    const int64_t in_px[] = {g->batch, g->h, g->w}, taps[] = {g->kh, g->kw};
+    int64_t in_rows;
+    if (conv_geometry(fn, g, pb, pr) < 0 || checked_product(fn, "batch x h x w", 3, in_px, &in_rows) < 0 ||
+        need(fn, "x", &cc->x, in_rows, g->c, g->c, 1) < 0)
+        return -2;
+    const int64_t out_dims[] = {g->batch, g->oh, g->ow};
+    if (checked_product(fn, "batch x output h x output w", 3, out_dims, &cc->m) < 0 ||
+        checked_product(fn, "kh x kw", 2, taps, &cc->taps) < 0)
         return -2;
     return 0;
 }
@@ -287,16 +364,20 @@ static PyObject *py_qconv(PyObject *self, PyObject *args) {
     if (rc < 0) goto release;
     const packed_b *b = &((PackedWeights *)packed_obj)->b;
     const conv_geom *g = &cc.g;
-    if (b->k != g->kh * g->kw * g->c) {
-        PyErr_Format(PyExc_ValueError, "qconv: packed weights have k=%lld, the %lldx%lldx%lld window needs %lld",
-                     (long long)b->k, (long long)g->kh, (long long)g->kw, (long long)g->c,
-                     (long long)(g->kh * g->kw * g->c));
+    int64_t window;
+    if (__builtin_mul_overflow(cc.taps, g->c, &window) || b->k != window) {
+        PyErr_Format(PyExc_ValueError, "qconv: packed weights have k=%lld, the %lldx%lldx%lld window differs",
+                     (long long)b->k, (long long)g->kh, (long long)g->kw, (long long)g->c);
         goto release;
     }
-    const int64_t m = g->batch * g->oh * g->ow;
+    const int64_t m = cc.m;
     out_stage os;
     if (make_out_stage("qconv", &cc.bias, &cc.mult, cc.have_mult, cc.zy, cc.lo, cc.hi, &cc.out, m, b->n, b->n, &os) < 0)
         goto release;
+    if (qgemm_prepare(cc.path, &((PackedWeights *)packed_obj)->b) < 0) {
+        PyErr_NoMemory();
+        goto release;
+    }
     int err;
     const int direct = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0 &&
                        g->oh == g->h && g->ow == g->w;
@@ -329,9 +410,14 @@ static PyObject *py_qdepthwise(PyObject *self, PyObject *args) {
     if (rc < 0) goto release;
     const conv_geom *g = &cc.g;
     out_stage os;
-    if (need("qdepthwise", "weights", &w, g->kh * g->kw, g->c, g->c, 1) < 0 ||
-        make_out_stage("qdepthwise", &cc.bias, &cc.mult, cc.have_mult, cc.zy, cc.lo, cc.hi, &cc.out,
-                       g->batch * g->oh * g->ow, g->c, g->c, &os) < 0)
+    if (cc.taps > TAPS_MAX) {
+        PyErr_Format(PyExc_ValueError, "qdepthwise: %lldx%lld window exceeds %d taps (int32 accumulators could overflow)",
+                     (long long)g->kh, (long long)g->kw, TAPS_MAX);
+        goto release;
+    }
+    if (need("qdepthwise", "weights", &w, cc.taps, g->c, g->c, 1) < 0 ||
+        make_out_stage("qdepthwise", &cc.bias, &cc.mult, cc.have_mult, cc.zy, cc.lo, cc.hi, &cc.out, cc.m, g->c, g->c,
+                       &os) < 0)
         goto release;
     depthwise_args da = {cc.x.buf, w.buf, *g, cc.zx, os};
     int err;
@@ -393,9 +479,14 @@ static PyObject *py_maxpool(PyObject *self, PyObject *args) {
     const int64_t dims[] = {g.batch, g.h, g.w, g.c, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw};
     const char *pnames[] = {"pad_top", "pad_left", "pad_bottom", "pad_right"};
     const int64_t pads[] = {g.pt, g.pl, pb, pr};
+    int64_t in_rows, out_rows;
     if (check_dims("maxpool", 10, dims, names, 1) < 0 || check_dims("maxpool", 4, pads, pnames, 0) < 0 ||
-        conv_geometry("maxpool", &g, pb, pr) < 0 || need("maxpool", "x", &x, g.batch * g.h * g.w, g.c, g.c, 1) < 0 ||
-        need("maxpool", "output", &out, g.batch * g.oh * g.ow, g.c, g.c, 1) < 0)
+        clamp_threads("maxpool", &threads) < 0 || conv_geometry("maxpool", &g, pb, pr) < 0)
+        goto release;
+    const int64_t in_px[] = {g.batch, g.h, g.w}, out_px[] = {g.batch, g.oh, g.ow};
+    if (checked_product("maxpool", "batch x h x w", 3, in_px, &in_rows) < 0 ||
+        checked_product("maxpool", "batch x output h x output w", 3, out_px, &out_rows) < 0 ||
+        need("maxpool", "x", &x, in_rows, g.c, g.c, 1) < 0 || need("maxpool", "output", &out, out_rows, g.c, g.c, 1) < 0)
         goto release;
     if (g.pt >= g.kh * g.dh || g.pl >= g.kw * g.dw || pb >= g.kh * g.dh || pr >= g.kw * g.dw) {
         PyErr_SetString(PyExc_ValueError, "maxpool: a pad reaches past a whole window (windows of padding only)");
@@ -408,6 +499,26 @@ release:
     PyBuffer_Release(&x);
     PyBuffer_Release(&out);
     return ret;
+}
+
+static PyObject *py_peak(PyObject *self, PyObject *args) {
+    (void)self;
+    int path;
+    long long iterations;
+    if (!PyArg_ParseTuple(args, "iL", &path, &iterations)) return NULL;
+    if (check_path("peak", path) < 0) return NULL;
+    const qgemm_isa *isa = qgemm_isa_of(path);
+    if (isa->peak == NULL) {
+        PyErr_Format(PyExc_ValueError, "peak: path %s has no peak loop", path_names[path]);
+        return NULL;
+    }
+    if (iterations < 1 || iterations > ((long long)1 << 40)) {
+        PyErr_Format(PyExc_ValueError, "peak: iterations=%lld outside [1, 2^40]", iterations);
+        return NULL;
+    }
+    int64_t ops;
+    Py_BEGIN_ALLOW_THREADS ops = isa->peak(iterations);
+    Py_END_ALLOW_THREADS return PyLong_FromLongLong(ops);
 }
 
 static PyObject *py_paths(PyObject *self, PyObject *noargs) {
@@ -441,6 +552,9 @@ static PyMethodDef methods[] = {
     {"maxpool", py_maxpool, METH_VARARGS,
      "maxpool(x, batch, h, w, c, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, out, is_signed, threads): NHWC 8-bit"
      " max pooling"},
+    {"peak", py_peak, METH_VARARGS,
+     "peak(path, iterations) -> int8 operations executed by a register-only loop of the path's multiply-accumulate"
+     " instructions in its micro-kernel's mix (time it to get the path's measured peak)"},
     {"paths", py_paths, METH_NOARGS, "paths() -> instruction-set paths available here, slowest first"},
     {NULL, NULL, 0, NULL},
 };

@@ -1,8 +1,8 @@
 /* AMX block kernel (Sapphire Rapids and later): 2x2 tiles of 16x16 int32 accumulators,
  * tdpbusd over 64-deep slices.  A tiles come straight from the kp-strided A block (rows
  * padded to 32 by the driver), B tiles are 1 KiB slices of the packed weights.  The
- * accumulators go through a small int32 scratch into the same vectorised output stage as
- * the VNNI path.  The OS must grant the tile state first (arch_prctl, see dispatch.c). */
+ * accumulators go through a small int32 scratch into the one output stage (its AVX-512
+ * build).  The OS must grant the tile state first (arch_prctl, see dispatch.c). */
 #include <immintrin.h>
 #include <string.h>
 
@@ -25,32 +25,9 @@ static void configure_tiles(void) {
     _tile_loadconfig(&cfg);
 }
 
-static void store_scratch(const int32_t *scratch, int64_t rows, int64_t row0, int64_t col0, int64_t ncols,
-                          const out_stage *os) {
-    const __m512 flo = _mm512_set1_ps(os->flo), fhi = _mm512_set1_ps(os->fhi);
-    const __m512i zy = _mm512_set1_epi32(os->zy);
-    for (int64_t jc = 0; jc < ncols; jc += 16) {
-        const int64_t c = col0 + jc;
-        const int64_t valid = ncols - jc < 16 ? ncols - jc : 16;
-        const __mmask16 mask = (__mmask16)((1u << valid) - 1u);
-        const __m512i bias = _mm512_maskz_loadu_epi32(mask, os->bias + c);
-        const __m512 mult = os->mult ? _mm512_maskz_loadu_ps(mask, os->mult + c) : _mm512_setzero_ps();
-        for (int64_t i = 0; i < rows; ++i) {
-            const __m512i v = _mm512_add_epi32(_mm512_loadu_si512(scratch + i * 32 + jc), bias);
-            if (os->mult == NULL) {
-                _mm512_mask_storeu_epi32((int32_t *)os->out + (row0 + i) * os->ldo + c, mask, v);
-                continue;
-            }
-            __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), mult);
-            f = _mm512_min_ps(_mm512_max_ps(f, flo), fhi);
-            const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(f), zy);
-            _mm_mask_storeu_epi8((uint8_t *)os->out + (row0 + i) * os->ldo + c, mask, _mm512_cvtepi32_epi8(q));
-        }
-    }
-}
-
-void qgemm_block_amx(const packed_b *b, const uint8_t *abuf, int64_t rows, int64_t m0, int64_t nb0, int64_t nb1,
-                     const out_stage *os) {
+static void block(const qgemm_isa *isa, const packed_b *b, const void *abuf_, int64_t rows, int64_t m0, int64_t nb0,
+                  int64_t nb1, const out_stage *os) {
+    const uint8_t *abuf = abuf_;
     const int64_t kp = b->kp, bstride = kp * QGEMM_NBLOCK;
     int32_t scratch[32 * 32] __attribute__((aligned(64)));
     configure_tiles();
@@ -85,8 +62,16 @@ void qgemm_block_amx(const packed_b *b, const uint8_t *abuf, int64_t rows, int64
             _tile_stored(2, scratch + 16 * 32, 128);
             _tile_stored(3, scratch + 16 * 32 + 16, 128);
             const int64_t nrows = rows - i < 32 ? rows - i : 32;
-            store_scratch(scratch, nrows, m0 + i, col0, two_cols ? ncols : (ncols < 16 ? ncols : 16), os);
+            isa->output(scratch, 32, nrows, two_cols ? ncols : (ncols < 16 ? ncols : 16), m0 + i, col0, os);
         }
     }
     _tile_release();
 }
+
+const qgemm_isa qgemm_isa_amx = {
+    .mr = 32,
+    .nb = 2,
+    .kalign = QGEMM_KALIGN,
+    .block = block,
+    .output = qgemm_output_avx512,
+};

@@ -1,78 +1,106 @@
-/* AVX-512 VNNI block kernel: a 6x64 register tile of int32 accumulators fed by vpdpbusd
- * (u8 x s8, four products summed per lane, no intermediate saturation), followed by the
- * output stage done in registers: add bias, scale in fp32, clamp, round half to even
- * (cvtps2dq in the default MXCSR mode), add the zero point, narrow to bytes. */
+/* AVX-512 VNNI micro-kernel: a 6x64 register tile of int32 accumulators fed by vpdpbusd
+ * (u8 x s8, four products summed per lane, no intermediate saturation).  24 accumulators +
+ * 4 B registers + 1 broadcast A quad.  Also builds the output stage for AVX-512 (used by the
+ * AMX path and the AVX-512 depthwise kernel too). */
 #include <immintrin.h>
 #include <string.h>
 
 #include "qgemm.h"
 
+#define OUTPUT_NAME qgemm_output_avx512
+#include "outstage_impl.h"
+
 #define VNNI_MR 6
 #define VNNI_NB 4 /* 16-column blocks per register tile */
 
-static inline __attribute__((always_inline)) void store_tile(__m512i acc[VNNI_MR][VNNI_NB], int mr, int nb,
-                                                             int64_t row0, int64_t col0, int64_t n,
-                                                             const out_stage *os) {
-    for (int j = 0; j < nb; ++j) {
-        const int64_t c = col0 + 16 * j;
-        const int64_t valid = n - c < 16 ? n - c : 16;
-        const __mmask16 mask = (__mmask16)((1u << valid) - 1u);
-        const __m512i bias = _mm512_maskz_loadu_epi32(mask, os->bias + c);
-        if (os->mult == NULL) {
-            for (int i = 0; i < mr; ++i)
-                _mm512_mask_storeu_epi32((int32_t *)os->out + (row0 + i) * os->ldo + c, mask,
-                                         _mm512_add_epi32(acc[i][j], bias));
-            continue;
-        }
-        const __m512 mult = _mm512_maskz_loadu_ps(mask, os->mult + c);
-        const __m512 flo = _mm512_set1_ps(os->flo), fhi = _mm512_set1_ps(os->fhi);
-        const __m512i zy = _mm512_set1_epi32(os->zy);
-        for (int i = 0; i < mr; ++i) {
-            __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc[i][j], bias)), mult);
-            f = _mm512_min_ps(_mm512_max_ps(f, flo), fhi);
-            const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(f), zy);
-            _mm_mask_storeu_epi8((uint8_t *)os->out + (row0 + i) * os->ldo + c, mask, _mm512_cvtepi32_epi8(q));
-        }
+/* Accumulators are named variables, not an array: GCC keeps an array of vectors in memory
+ * (one store per accumulator per step), which halves the speed.  Conditions on MR/NB are
+ * compile-time constants, so each instantiation holds exactly its tile. */
+#define ROW_VARS(i) __m512i c##i##0 = z, c##i##1 = z, c##i##2 = z, c##i##3 = z;
+#define ROW_STEP(i)                                                                   \
+    if (MR_ > i) {                                                                     \
+        int32_t quad;                                                                 \
+        memcpy(&quad, a + i * lda + k, 4);                                            \
+        const __m512i av = _mm512_set1_epi32(quad);                                   \
+        c##i##0 = _mm512_dpbusd_epi32(c##i##0, av, b0);                               \
+        if (NB_ > 1) c##i##1 = _mm512_dpbusd_epi32(c##i##1, av, b1);                   \
+        if (NB_ > 2) c##i##2 = _mm512_dpbusd_epi32(c##i##2, av, b2);                   \
+        if (NB_ > 3) c##i##3 = _mm512_dpbusd_epi32(c##i##3, av, b3);                   \
     }
+#define ROW_STORE(i)                                                                  \
+    if (MR_ > i) {                                                                     \
+        _mm512_storeu_si512(c + i * QGEMM_NR_MAX, c##i##0);                           \
+        if (NB_ > 1) _mm512_storeu_si512(c + i * QGEMM_NR_MAX + 16, c##i##1);          \
+        if (NB_ > 2) _mm512_storeu_si512(c + i * QGEMM_NR_MAX + 32, c##i##2);          \
+        if (NB_ > 3) _mm512_storeu_si512(c + i * QGEMM_NR_MAX + 48, c##i##3);          \
+    }
+
+#define TILE(MR, NB)                                                                                           \
+    static __attribute__((noinline)) void tile_##MR##_##NB(const uint8_t *a, int64_t lda, const int8_t *b,     \
+                                                           int64_t bstride, int64_t kd, int32_t *c) {        \
+        enum { MR_ = MR, NB_ = NB };                                                                         \
+        const __m512i z = _mm512_setzero_si512();                                                            \
+        ROW_VARS(0) ROW_VARS(1) ROW_VARS(2) ROW_VARS(3) ROW_VARS(4) ROW_VARS(5)                              \
+        for (int64_t k = 0; k < kd; k += 4) {                                                                \
+            const int8_t *bk = b + k * QGEMM_NBLOCK;                                                         \
+            const __m512i b0 = _mm512_load_si512(bk);                                                        \
+            const __m512i b1 = NB_ > 1 ? _mm512_load_si512(bk + bstride) : z;                                 \
+            const __m512i b2 = NB_ > 2 ? _mm512_load_si512(bk + 2 * bstride) : z;                             \
+            const __m512i b3 = NB_ > 3 ? _mm512_load_si512(bk + 3 * bstride) : z;                             \
+            ROW_STEP(0) ROW_STEP(1) ROW_STEP(2) ROW_STEP(3) ROW_STEP(4) ROW_STEP(5)                          \
+        }                                                                                                    \
+        ROW_STORE(0) ROW_STORE(1) ROW_STORE(2) ROW_STORE(3) ROW_STORE(4) ROW_STORE(5)                        \
+    }
+#define TILES(MR) TILE(MR, 1) TILE(MR, 2) TILE(MR, 3) TILE(MR, 4)
+TILES(1)
+TILES(2)
+TILES(3)
+TILES(4)
+TILES(5)
+TILES(6)
+
+typedef void (*tile_fn)(const uint8_t *, int64_t, const int8_t *, int64_t, int64_t, int32_t *);
+#define ROW(MR) {tile_##MR##_1, tile_##MR##_2, tile_##MR##_3, tile_##MR##_4}
+static const tile_fn tiles[VNNI_MR][VNNI_NB] = {ROW(1), ROW(2), ROW(3), ROW(4), ROW(5), ROW(6)};
+
+static void kernel(const void *a, int64_t lda, const void *b, int64_t bstride, int64_t kd, int rows, int nb,
+                   int32_t *c) {
+    tiles[rows - 1][nb - 1](a, lda, b, bstride, kd, c);
 }
 
-static inline __attribute__((always_inline)) void kernel(const int8_t *blk, int64_t bstride, const uint8_t *a,
-                                                         int64_t kp, int mr, int nb, int64_t row0, int64_t col0,
-                                                         int64_t n, const out_stage *os) {
-    __m512i acc[VNNI_MR][VNNI_NB];
-    for (int i = 0; i < mr; ++i)
-        for (int j = 0; j < nb; ++j) acc[i][j] = _mm512_setzero_si512();
-    for (int64_t k = 0; k < kp; k += 4) {
-        __m512i bv[VNNI_NB];
-        for (int j = 0; j < nb; ++j) bv[j] = _mm512_loadu_si512(blk + j * bstride + k * QGEMM_NBLOCK);
-        for (int i = 0; i < mr; ++i) {
-            int32_t quad;
-            memcpy(&quad, a + i * kp + k, 4);
-            const __m512i av = _mm512_set1_epi32(quad);
-            for (int j = 0; j < nb; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], av, bv[j]);
-        }
-    }
-    store_tile(acc, mr, nb, row0, col0, n, os);
+/* The instruction mix of the 6x64 tile's inner step -- 24 independent vpdpbusd -- on
+ * registers only.  Written in asm: the compiler would otherwise merge identical chains or
+ * spill the accumulators. */
+static int64_t peak(int64_t iterations) {
+    int64_t n = iterations;
+    __asm__ volatile(
+        "vpxord %%zmm0, %%zmm0, %%zmm0\n\t" "vpxord %%zmm1, %%zmm1, %%zmm1\n\t" "vpxord %%zmm2, %%zmm2, %%zmm2\n\t" "vpxord %%zmm3, %%zmm3, %%zmm3\n\t" "vpxord %%zmm4, %%zmm4, %%zmm4\n\t" "vpxord %%zmm5, %%zmm5, %%zmm5\n\t" "vpxord %%zmm6, %%zmm6, %%zmm6\n\t" "vpxord %%zmm7, %%zmm7, %%zmm7\n\t" "vpxord %%zmm8, %%zmm8, %%zmm8\n\t" "vpxord %%zmm9, %%zmm9, %%zmm9\n\t" "vpxord %%zmm10, %%zmm10, %%zmm10\n\t" "vpxord %%zmm11, %%zmm11, %%zmm11\n\t" "vpxord %%zmm12, %%zmm12, %%zmm12\n\t" "vpxord %%zmm13, %%zmm13, %%zmm13\n\t" "vpxord %%zmm14, %%zmm14, %%zmm14\n\t" "vpxord %%zmm15, %%zmm15, %%zmm15\n\t" "vpxord %%zmm16, %%zmm16, %%zmm16\n\t" "vpxord %%zmm17, %%zmm17, %%zmm17\n\t" "vpxord %%zmm18, %%zmm18, %%zmm18\n\t" "vpxord %%zmm19, %%zmm19, %%zmm19\n\t" "vpxord %%zmm20, %%zmm20, %%zmm20\n\t" "vpxord %%zmm21, %%zmm21, %%zmm21\n\t" "vpxord %%zmm22, %%zmm22, %%zmm22\n\t" "vpxord %%zmm23, %%zmm23, %%zmm23\n\t"
+        "vpternlogd $0xff, %%zmm24, %%zmm24, %%zmm24\n\t"
+        "vpabsb %%zmm24, %%zmm25\n\t"
+        "vpaddb %%zmm25, %%zmm25, %%zmm26\n\t"
+        "vpaddb %%zmm25, %%zmm26, %%zmm27\n\t"
+        "vpaddb %%zmm26, %%zmm26, %%zmm28\n\t"
+        "1:\n\t"
+        "vpdpbusd %%zmm25, %%zmm24, %%zmm0\n\t" "vpdpbusd %%zmm26, %%zmm24, %%zmm1\n\t" "vpdpbusd %%zmm27, %%zmm24, %%zmm2\n\t" "vpdpbusd %%zmm28, %%zmm24, %%zmm3\n\t"
+        "vpdpbusd %%zmm25, %%zmm24, %%zmm4\n\t" "vpdpbusd %%zmm26, %%zmm24, %%zmm5\n\t" "vpdpbusd %%zmm27, %%zmm24, %%zmm6\n\t" "vpdpbusd %%zmm28, %%zmm24, %%zmm7\n\t"
+        "vpdpbusd %%zmm25, %%zmm24, %%zmm8\n\t" "vpdpbusd %%zmm26, %%zmm24, %%zmm9\n\t" "vpdpbusd %%zmm27, %%zmm24, %%zmm10\n\t" "vpdpbusd %%zmm28, %%zmm24, %%zmm11\n\t"
+        "vpdpbusd %%zmm25, %%zmm24, %%zmm12\n\t" "vpdpbusd %%zmm26, %%zmm24, %%zmm13\n\t" "vpdpbusd %%zmm27, %%zmm24, %%zmm14\n\t" "vpdpbusd %%zmm28, %%zmm24, %%zmm15\n\t"
+        "vpdpbusd %%zmm25, %%zmm24, %%zmm16\n\t" "vpdpbusd %%zmm26, %%zmm24, %%zmm17\n\t" "vpdpbusd %%zmm27, %%zmm24, %%zmm18\n\t" "vpdpbusd %%zmm28, %%zmm24, %%zmm19\n\t"
+        "vpdpbusd %%zmm25, %%zmm24, %%zmm20\n\t" "vpdpbusd %%zmm26, %%zmm24, %%zmm21\n\t" "vpdpbusd %%zmm27, %%zmm24, %%zmm22\n\t" "vpdpbusd %%zmm28, %%zmm24, %%zmm23\n\t"
+        "dec %0\n\t"
+        "jnz 1b\n\t"
+        "vzeroupper\n\t"
+        : "+r"(n)
+        :
+        : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "cc");
+    return iterations * 24 * 64 * 2;
 }
 
-#define CASE(MR, NB) \
-    case (MR) * 8 + (NB): kernel(blk, bstride, a, kp, MR, NB, row0, col0, b->n, os); break;
-#define CASES(MR) CASE(MR, 1) CASE(MR, 2) CASE(MR, 3) CASE(MR, 4)
-
-void qgemm_block_avx512vnni(const packed_b *b, const uint8_t *abuf, int64_t rows, int64_t m0, int64_t nb0,
-                            int64_t nb1, const out_stage *os) {
-    const int64_t kp = b->kp, bstride = kp * QGEMM_NBLOCK;
-    for (int64_t jb = nb0; jb < nb1; jb += VNNI_NB) {
-        const int nb = nb1 - jb < VNNI_NB ? (int)(nb1 - jb) : VNNI_NB;
-        const int8_t *blk = b->data + jb * bstride;
-        const int64_t col0 = jb * QGEMM_NBLOCK;
-        for (int64_t i = 0; i < rows; i += VNNI_MR) {
-            const int mr = rows - i < VNNI_MR ? (int)(rows - i) : VNNI_MR;
-            const uint8_t *a = abuf + i * kp;
-            const int64_t row0 = m0 + i;
-            switch (mr * 8 + nb) {
-                CASES(1) CASES(2) CASES(3) CASES(4) CASES(5) CASES(6)
-            }
-        }
-    }
-}
+const qgemm_isa qgemm_isa_avx512vnni = {
+    .mr = VNNI_MR,
+    .nb = VNNI_NB,
+    .kalign = 4,
+    .kernel = kernel,
+    .output = qgemm_output_avx512,
+    .peak = peak,
+};

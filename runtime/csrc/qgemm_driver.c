@@ -1,6 +1,7 @@
-/* GEMM driver: splits the output into (row block x column group) tasks, packs each row
- * block of A through the caller's provider into a per-thread buffer and hands it to the
- * selected path's block kernel. */
+/* The one GEMM driver: splits the output into (row block x column group) tasks, packs each row
+ * block of A through the caller's provider into a per-thread buffer (widened to int16 for paths
+ * that want it), walks it with the path's micro-kernel tile by tile and hands every int32 tile
+ * to the path's build of the one output stage. */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,31 +9,72 @@
 #include "qgemm.h"
 #include "threadpool.h"
 
-static const block_fn block_kernels[PATH_COUNT] = {
-    qgemm_block_portable,
+static const qgemm_isa *const isas[PATH_COUNT] = {
+    &qgemm_isa_portable,
 #if defined(COMPRESS_X86)
-    qgemm_block_avx2,
-    qgemm_block_avx512vnni,
-    qgemm_block_amx,
+    &qgemm_isa_avx2,
+    &qgemm_isa_avx512vnni,
+    &qgemm_isa_amx,
 #endif
 };
 
-/* Each thread keeps its A buffer between calls: packing runs dozens of times per inference
- * and a fresh allocation of this size would be an mmap plus page faults every time. */
-static _Thread_local uint8_t *tl_buf;
-static _Thread_local size_t tl_size;
+const qgemm_isa *qgemm_isa_of(int path) { return isas[path]; }
 
-static uint8_t *thread_buffer(size_t size) {
-    if (size > tl_size) {
-        free(tl_buf);
-        tl_buf = aligned_alloc(64, (size + 63) & ~(size_t)63);
-        tl_size = tl_buf ? size : 0;
+int qgemm_prepare(int path, packed_b *b) {
+    if (!isas[path]->b16 || b->data16 != NULL) return 0;
+    /* [np/16][kp/2][16][2]: the pair (k, k+1) of column c sits in one int32 lane of vpmaddwd. */
+    int16_t *d = aligned_alloc(64, (size_t)(b->kp * b->np) * sizeof(int16_t));
+    if (d == NULL) return -1;
+    const int64_t bstride = b->kp * QGEMM_NBLOCK;
+    for (int64_t blk = 0; blk < b->np / QGEMM_NBLOCK; ++blk)
+        for (int64_t k = 0; k < b->kp; ++k)
+            for (int64_t c = 0; c < QGEMM_NBLOCK; ++c)
+                d[blk * bstride + (k / 2) * 2 * QGEMM_NBLOCK + c * 2 + k % 2] =
+                    b->data[blk * bstride + (k / 4) * 4 * QGEMM_NBLOCK + c * 4 + k % 4];
+    b->data16 = d;
+    return 0;
+}
+
+/* Each thread keeps its A buffers between calls: packing runs dozens of times per inference
+ * and a fresh allocation of this size would be an mmap plus page faults every time. */
+typedef struct {
+    void *ptr;
+    size_t size;
+} tl_buffer;
+static _Thread_local tl_buffer tl_a8, tl_a16;
+
+static void *thread_buffer(tl_buffer *buf, size_t size) {
+    if (size > buf->size) {
+        free(buf->ptr);
+        buf->ptr = aligned_alloc(64, (size + 63) & ~(size_t)63);
+        buf->size = buf->ptr ? size : 0;
     }
-    return tl_buf;
+    return buf->ptr;
+}
+
+/* The micro-kernel loop: one int32 tile at a time through the output stage. */
+static void block_tiles(const qgemm_isa *isa, const packed_b *b, const void *abuf, int64_t rows, int64_t m0,
+                        int64_t nb0, int64_t nb1, const out_stage *os) {
+    int32_t tile[QGEMM_MR_MAX * QGEMM_NR_MAX] __attribute__((aligned(64)));
+    const int64_t kd = (b->k + isa->kalign - 1) / isa->kalign * isa->kalign;
+    const int64_t bstride = b->kp * QGEMM_NBLOCK; /* elements per 16-column block, either layout */
+    const size_t a_elem = isa->a16 ? 2 : 1, b_elem = isa->b16 ? 2 : 1;
+    const char *bdata = isa->b16 ? (const char *)b->data16 : (const char *)b->data;
+    for (int64_t jb = nb0; jb < nb1; jb += isa->nb) {
+        const int nb = nb1 - jb < isa->nb ? (int)(nb1 - jb) : isa->nb;
+        const int64_t col0 = jb * QGEMM_NBLOCK;
+        const int64_t cols = b->n - col0 < nb * QGEMM_NBLOCK ? b->n - col0 : nb * QGEMM_NBLOCK;
+        const char *panel = bdata + (size_t)(jb * bstride) * b_elem;
+        for (int64_t i = 0; i < rows; i += isa->mr) {
+            const int r = rows - i < isa->mr ? (int)(rows - i) : isa->mr;
+            isa->kernel((const char *)abuf + (size_t)(i * b->kp) * a_elem, b->kp, panel, bstride, kd, r, nb, tile);
+            isa->output(tile, QGEMM_NR_MAX, r, cols, m0 + i, col0, os);
+        }
+    }
 }
 
 typedef struct {
-    block_fn block;
+    const qgemm_isa *isa;
     const packed_b *b;
     int64_t m, groups, nb_per_group;
     a_fill_fn fill;
@@ -44,6 +86,7 @@ typedef struct {
 static void gemm_task(void *ctx, int64_t task, int worker) {
     (void)worker;
     gemm_job *job = ctx;
+    const qgemm_isa *isa = job->isa;
     const packed_b *b = job->b;
     const int64_t mb = task / job->groups, g = task % job->groups;
     const int64_t m0 = mb * QGEMM_MB;
@@ -55,33 +98,47 @@ static void gemm_task(void *ctx, int64_t task, int worker) {
     /* Rows are padded to a multiple of 32 (the AMX tile pair) with zeros so no kernel reads
      * uninitialised memory. */
     const int64_t padded = (rows + 31) & ~(int64_t)31;
-    uint8_t *abuf = thread_buffer((size_t)(padded * b->kp));
+    uint8_t *abuf = thread_buffer(&tl_a8, (size_t)(padded * b->kp));
     if (abuf == NULL) {
         atomic_store(&job->failed, 1);
         return;
     }
     job->fill(job->fill_ctx, m0, rows, abuf, b->kp);
     memset(abuf + rows * b->kp, 0, (size_t)((padded - rows) * b->kp));
-    job->block(b, abuf, rows, m0, nb0, nb1, job->os);
+    const void *a = abuf;
+    if (isa->a16) {
+        int16_t *wide = thread_buffer(&tl_a16, (size_t)(rows * b->kp) * sizeof(int16_t));
+        if (wide == NULL) {
+            atomic_store(&job->failed, 1);
+            return;
+        }
+        for (int64_t i = 0; i < rows * b->kp; ++i) wide[i] = abuf[i];
+        a = wide;
+    }
+    (isa->block ? isa->block : block_tiles)(isa, b, a, rows, m0, nb0, nb1, job->os);
 }
 
 int qgemm_run(int path, const packed_b *b, int64_t m, a_fill_fn fill, const void *fill_ctx, const out_stage *os,
               int nthreads) {
     if (m <= 0 || b->n <= 0) return 0;
+    const qgemm_isa *isa = isas[path];
     const int64_t mblocks = (m + QGEMM_MB - 1) / QGEMM_MB;
     const int64_t nblocks = b->np / QGEMM_NBLOCK;
     /* Few row blocks (batch 1, late layers): split columns too, so every thread has work.
-     * Groups hold an even number of blocks so the AMX 2x2 tiling is not broken up. */
+     * Groups hold a multiple of the register tile's blocks (and an even number, so the AMX 2x2
+     * tiling is not broken up). */
+    const int64_t unit = isa->nb > 1 ? isa->nb : 2;
     int64_t groups = 1;
     if (nthreads > 1 && mblocks < 2 * nthreads) {
         groups = (2 * nthreads + mblocks - 1) / mblocks;
-        if (groups > (nblocks + 1) / 2) groups = (nblocks + 1) / 2;
+        const int64_t most = (nblocks + unit - 1) / unit;
+        if (groups > most) groups = most;
         if (groups < 1) groups = 1;
     }
     int64_t per = (nblocks + groups - 1) / groups;
-    per += per & 1;
+    per = (per + unit - 1) / unit * unit;
     groups = (nblocks + per - 1) / per;
-    gemm_job job = {block_kernels[path], b, m, groups, per, fill, fill_ctx, os, 0};
+    gemm_job job = {isa, b, m, groups, per, fill, fill_ctx, os, 0};
     pool_run(gemm_task, &job, mblocks * groups, nthreads);
     return atomic_load(&job.failed) ? -1 : 0;
 }
