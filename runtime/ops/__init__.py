@@ -5,6 +5,7 @@ from runtime.ops import (  # noqa: F401  (imported for their registrations)
     dequantize_linear,
     elementwise,
     gemm,
+    matmul_nbits,
     normalization,
     pool,
     qlinear_binary,
@@ -14,6 +15,7 @@ from runtime.ops import (  # noqa: F401  (imported for their registrations)
     qlinear_pool,
     qlinear_unary,
     quantize_linear,
+    reduce,
     tensor,
 )
 from runtime.ops.registry import RunOptions, build, is_supported, lookup, register
