@@ -1,55 +1,140 @@
 """ONNX protobuf -> runtime Graph.
 
-Reads a file path or serialized bytes, loads external data only from inside the model's
-folder (a path that escapes it is an error, never a read), and converts attributes and
-initializers to plain Python and numpy values."""
+Reads a file path or serialized bytes, checks the model at the door (runtime/validate.py),
+loads external data only from inside the model's folder and converts attributes and
+initializers to plain Python and numpy values.  Every failure, of protobuf, of the onnx
+helpers or of the file system, is an InferenceError naming the file, tensor or node.
+
+External data is read by this module, not by onnx's helper, because the helper follows a
+symlinked model file out of its folder, opens FIFOs (and blocks forever) and trusts
+offsets and lengths.  Here the model's folder is the folder of the model file after
+resolving symlinks; each location must resolve (symlinks followed) to a regular file inside
+it, and offset and length must lie within that file and match the tensor's dims."""
 
 from __future__ import annotations
 
 import os
+import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import onnx
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from runtime.errors import InferenceError
 from runtime.graph import Graph, Node, ValueInfo
+from runtime.validate import check_choices, check_model, check_names, check_tensor, memory_limit, parse_model
+
+_EXTERNAL_KEYS = ("location", "offset", "length", "checksum", "basepath")
 
 
-def _check_external_data(model: onnx.ModelProto, folder: Path, source: str) -> None:
-    """Every external-data location must resolve inside ``folder``."""
-    root = folder.resolve()
-    for tensor in onnx.external_data_helper._get_all_tensors(model):
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        target = (root / location).resolve()
-        if os.path.isabs(location) or not target.is_relative_to(root):
-            raise InferenceError(
-                f"{source}: initializer {tensor.name!r} points at external data {location!r} "
-                "outside the model folder"
-            )
+@dataclass
+class LoadedModel:
+    """What the session keeps from a load: the graph, and the shape skeleton for run-time checks."""
+
+    graph: Graph
+    skeleton: onnx.ModelProto
+    memory_limit: int
 
 
-def _read_model(path_or_bytes: str | os.PathLike | bytes) -> tuple[onnx.ModelProto, str]:
-    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-        model = onnx.load_model_from_string(bytes(path_or_bytes))
-        if any(
-            t.data_location == onnx.TensorProto.EXTERNAL
-            for t in onnx.external_data_helper._get_all_tensors(model)
-        ):
-            raise InferenceError("<bytes>: model references external data; load it from its file instead")
-        return model, "<bytes>"
-    path = Path(path_or_bytes)
-    if not path.is_file():
-        raise InferenceError(f"{path}: no such model file")
+def _all_tensors(model: onnx.ModelProto) -> list[tuple[TensorProto, str]]:
+    """Initializers and tensor attributes of the main graph, each with a name for messages."""
+    found = [(t, f"initializer {t.name!r}") for t in model.graph.initializer]
+    for i, node in enumerate(model.graph.node):
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                found.append((attr.t, f"node {node.name or f'{node.op_type}_{i}'!r} ({node.op_type}) "
+                                      f"attribute {attr.name!r}"))
+    return found
+
+
+def _external_int(entries: dict[str, str], key: str, where: str) -> int | None:
+    if key not in entries:
+        return None
+    text = entries[key]
+    if not text.isdigit():
+        raise InferenceError(f"{where}: external data {key} {text!r} is not a non-negative integer")
+    return int(text)
+
+
+def _read_external(t: TensorProto, root: Path, where: str, limit: int) -> None:
+    """Replaces the external reference of ``t`` by its bytes, read from inside ``root``."""
+    entries: dict[str, str] = {}
+    for e in t.external_data:
+        if e.key not in _EXTERNAL_KEYS:
+            raise InferenceError(f"{where}: unknown external data key {e.key!r}")
+        entries[e.key] = e.value
+    location = entries.get("location", "")
+    if not location or "\0" in location or os.path.isabs(location):
+        raise InferenceError(f"{where}: external data location {location!r} must be a relative file name")
+    offset = _external_int(entries, "offset", where) or 0
+    length = _external_int(entries, "length", where)
+    need = check_tensor(t, where, limit)  # dims and type first: the size we may read is bounded here
+    if length is not None and length != need:
+        raise InferenceError(
+            f"{where}: external data length {length} does not match dims {list(t.dims)} ({need} bytes)"
+        )
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf raises its own DecodeError types
-        raise InferenceError(f"{path}: not a readable ONNX model ({exc})") from exc
-    _check_external_data(model, path.parent, str(path))
-    onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
+        target = (root / location).resolve(strict=True)
+    except (OSError, RuntimeError) as exc:
+        raise InferenceError(f"{where}: external data file {location!r} cannot be opened ({exc})") from None
+    if not target.is_relative_to(root):
+        raise InferenceError(f"{where}: external data {location!r} resolves outside the model folder {root}")
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        raise InferenceError(f"{where}: external data file {location!r} cannot be opened ({exc})") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise InferenceError(f"{where}: external data {location!r} is not a regular file")
+        if offset + need > info.st_size:
+            raise InferenceError(
+                f"{where}: external data {location!r} holds {info.st_size} bytes; offset {offset} + "
+                f"{need} bytes lies beyond its end"
+            )
+        f.seek(offset)
+        data = f.read(need)
+    if len(data) != need:
+        raise InferenceError(f"{where}: external data {location!r} ended early")
+    del t.external_data[:]
+    t.data_location = TensorProto.DEFAULT
+    t.raw_data = data
+
+
+def _resolve_external_data(model: onnx.ModelProto, model_file: Path, source: str, limit: int) -> None:
+    root = model_file.parent
+    for t, what in _all_tensors(model):
+        if t.data_location == TensorProto.EXTERNAL:
+            _read_external(t, root, f"{source}: {what}", limit)
+
+
+def _read_model(path_or_bytes: str | os.PathLike | bytes, limit: int) -> tuple[onnx.ModelProto, str]:
+    if isinstance(path_or_bytes, bytes | bytearray | memoryview):
+        data, source = bytes(path_or_bytes), "<bytes>"
+        model = parse_model(data, source)
+        check_names(model, source)
+        if any(t.data_location == TensorProto.EXTERNAL for t, _ in _all_tensors(model)):
+            raise InferenceError("<bytes>: model references external data; load it from its file instead")
+        return model, source
+    path = Path(path_or_bytes)
+    try:
+        real = path.resolve(strict=True)
+        info = real.stat()
+    except (OSError, RuntimeError) as exc:
+        raise InferenceError(f"{path}: no such model file ({exc})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise InferenceError(f"{path}: not a regular file")
+    if info.st_size > limit:
+        raise InferenceError(f"{path}: {info.st_size} bytes, over the memory limit of {limit} bytes")
+    try:
+        data = real.read_bytes()
+    except OSError as exc:
+        raise InferenceError(f"{path}: cannot be read ({exc})") from None
+    model = parse_model(data, str(path))
+    check_names(model, str(path))
+    _resolve_external_data(model, real, str(path), limit)
     return model, str(path)
 
 
@@ -64,39 +149,60 @@ def _attribute(attr: onnx.AttributeProto) -> Any:
     return value
 
 
-def _value_info(v: onnx.ValueInfoProto) -> ValueInfo:
+def _value_info(v: onnx.ValueInfoProto, source: str) -> ValueInfo:
+    if not v.type.HasField("tensor_type"):
+        raise InferenceError(f"{source}: graph input or output {v.name!r} is not a tensor")
     t = v.type.tensor_type
     dims: list[int | str | None] = [
         d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim
     ]
-    elem = helper.tensor_dtype_to_np_dtype(t.elem_type).name if t.elem_type else "undefined"
+    try:
+        elem = helper.tensor_dtype_to_np_dtype(t.elem_type).name if t.elem_type else "undefined"
+    except KeyError:
+        raise InferenceError(f"{source}: input or output {v.name!r} has unknown element type {t.elem_type}") from None
     names = {"float32": "float", "float64": "double"}
     return ValueInfo(v.name, dims, f"tensor({names.get(elem, elem)})")
 
 
-def load_graph(path_or_bytes: str | os.PathLike | bytes) -> Graph:
-    """Parses a model into a Graph (nodes topologically sorted)."""
-    model, source = _read_model(path_or_bytes)
+def _node(n: onnx.NodeProto, index: int, source: str) -> Node:
+    name = n.name or f"{n.op_type}_{index}"
+    attrs = {}
+    for a in n.attribute:
+        try:
+            attrs[a.name] = _attribute(a)
+        except InferenceError:
+            raise
+        except Exception as exc:  # onnx helpers raise ValueError/TypeError/KeyError on odd protos
+            where = f"{source}: node {name!r} ({n.op_type})"
+            raise InferenceError(f"{where}: attribute {a.name!r} unreadable ({exc})") from None
+    return Node(n.op_type, name, list(n.input), list(n.output), attrs, n.domain)
+
+
+def load_model(path_or_bytes: str | os.PathLike | bytes, limit: int | None = None) -> LoadedModel:
+    """Reads, validates and converts a model; the Graph's nodes are topologically sorted."""
+    limit = memory_limit(limit)
+    model, source = _read_model(path_or_bytes, limit)
+    skeleton = check_model(model, source, limit)
     g = model.graph
-    constants = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    init_names = set(constants)
-    nodes = [
-        Node(
-            n.op_type,
-            n.name or f"{n.op_type}_{i}",
-            list(n.input),
-            list(n.output),
-            {a.name: _attribute(a) for a in n.attribute},
-            n.domain,
-        )
-        for i, n in enumerate(g.node)
-    ]
+    constants = {}
+    for t in g.initializer:
+        try:
+            constants[t.name] = numpy_helper.to_array(t)
+        except Exception as exc:  # validated above; anything left is still the file's fault
+            raise InferenceError(f"{source}: initializer {t.name!r} unreadable ({exc})") from None
     graph = Graph(
-        nodes=nodes,
+        nodes=[_node(n, i, source) for i, n in enumerate(g.node)],
         constants=constants,
-        inputs=[_value_info(v) for v in g.input if v.name not in init_names],
-        outputs=[_value_info(v) for v in g.output],
+        inputs=[_value_info(v, source) for v in g.input if v.name not in constants],
+        outputs=[_value_info(v, source) for v in g.output],
         source=source,
+        opsets={("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import},
     )
     graph.toposort()
-    return graph
+    check_choices(graph)
+    return LoadedModel(graph, skeleton, limit)
+
+
+def load_graph(path_or_bytes: str | os.PathLike | bytes, limit: int | None = None) -> Graph:
+    """Parses a model into a Graph (nodes topologically sorted)."""
+    return load_model(path_or_bytes, limit).graph

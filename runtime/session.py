@@ -1,5 +1,9 @@
-"""InferenceSession: load -> check ops -> optimise -> build kernels (weights packed here,
-once) -> run.  Shaped like onnxruntime.InferenceSession so users already know it."""
+"""InferenceSession: load and validate -> check ops -> optimise -> build kernels (weights
+packed here, once) -> run.  Shaped like onnxruntime.InferenceSession so users already know it.
+
+Every failure is an InferenceError naming the node and op type: the loader's validation
+(runtime/validate.py) refuses malformed models and tensors over the memory limit before
+anything is allocated, and the session converts whatever a pass or kernel still raises."""
 
 from __future__ import annotations
 
@@ -9,10 +13,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from runtime import ops
-from runtime.errors import InferenceError, UnsupportedOpError
+from runtime.errors import InferenceError
 from runtime.graph import Graph, ValueInfo
-from runtime.loader import load_graph
+from runtime.loader import load_model
 from runtime.passes import optimize
+from runtime.validate import RunShapeCheck
 
 _NP_TYPES = {
     "tensor(float)": np.float32,
@@ -34,31 +39,38 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def check_supported(graph: Graph) -> None:
-    """One UnsupportedOpError naming every node without a kernel, before anything runs."""
-    missing = [n for n in graph.nodes if not ops.is_supported(n)]
-    if missing:
-        listing = ", ".join(f"{n.name!r} ({n.domain + '::' if n.domain else ''}{n.op_type})" for n in missing)
-        raise UnsupportedOpError(
-            f"{graph.source}: {len(missing)} node(s) use ops the runtime does not implement: {listing}"
-        )
-
-
 class InferenceSession:
     """Runs an ONNX model (fp32, QDQ or QOperator int8) on the bundled kernels.
 
     ``threads`` defaults to every available core; ``isa`` forces an instruction-set path
-    ('portable', 'avx2', 'avx512vnni', 'amx'), else $COMPRESS_RUNTIME_ISA or the fastest."""
+    ('portable', 'avx2', 'avx512vnni', 'amx'), else $COMPRESS_RUNTIME_ISA or the fastest.
+    ``memory_limit`` (bytes; default $COMPRESS_RUNTIME_MEMORY_LIMIT, else 4 GiB) bounds every
+    tensor and the constants together: a model or input that would exceed it is refused
+    before allocation."""
 
     def __init__(
-        self, path_or_bytes: str | os.PathLike | bytes, threads: int | None = None, isa: str | None = None
+        self,
+        path_or_bytes: str | os.PathLike | bytes,
+        threads: int | None = None,
+        isa: str | None = None,
+        memory_limit: int | None = None,
     ) -> None:
-        graph = load_graph(path_or_bytes)
-        check_supported(graph)
-        self._graph = optimize(graph)
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int | np.integer)):
+            raise InferenceError(f"threads must be an integer >= 1, got {threads!r}")
         threads = default_threads() if threads is None else int(threads)
         if threads < 1:
             raise InferenceError(f"threads must be >= 1, got {threads}")
+        loaded = load_model(path_or_bytes, memory_limit)
+        graph = loaded.graph
+        self._check_shapes = RunShapeCheck(loaded.skeleton, graph.source, loaded.memory_limit)
+        try:
+            self._graph = optimize(graph)
+        except InferenceError:
+            raise
+        except (MemoryError, RecursionError) as exc:
+            raise InferenceError(f"{graph.source}: optimising the graph ran out of memory ({exc!r})") from exc
+        except Exception as exc:  # a pass evaluating a malformed constant subgraph
+            raise InferenceError(f"{graph.source}: optimising the graph failed: {type(exc).__name__}: {exc}") from exc
         self._opts = ops.RunOptions(threads=threads, isa=isa)
         self._kernels = []
         for node in self._graph.nodes:
@@ -102,7 +114,10 @@ class InferenceSession:
         for info in self._graph.inputs:
             if info.name not in input_feed:
                 raise InferenceError(f"{self._graph.source}: missing input {info.name!r}")
-            x = np.asarray(input_feed[info.name])
+            try:
+                x = np.asarray(input_feed[info.name])
+            except Exception as exc:
+                raise InferenceError(f"{self._graph.source}: input {info.name!r} is not an array ({exc})") from None
             want = _NP_TYPES.get(info.type)
             if want is not None and x.dtype != want:
                 raise InferenceError(
@@ -133,6 +148,7 @@ class InferenceSession:
         if missing := [n for n in names if n not in declared]:
             raise InferenceError(f"{self._graph.source}: {missing} are not outputs of the model")
         values = self._feed(input_feed)
+        self._check_shapes({i.name: values[i.name] for i in self._graph.inputs})
         for node, compute, frees in zip(self._graph.nodes, self._kernels, self._last_use, strict=True):
             try:
                 results = compute(*[values[i] if i else None for i in node.inputs])
@@ -145,4 +161,6 @@ class InferenceSession:
                     values[name] = value
             for name in frees:
                 values.pop(name, None)
+        if absent := [n for n in names if n not in values]:
+            raise InferenceError(f"{self._graph.source}: outputs {absent} were not produced")
         return [values[n] for n in names]
