@@ -51,6 +51,8 @@ class Graph:
     inputs: list[ValueInfo]
     outputs: list[ValueInfo]
     source: str = "<bytes>"
+    opsets: dict[str, int] = field(default_factory=dict)
+    """Opset version per domain ('' for ai.onnx): schema defaults depend on it."""
 
     def producers(self) -> dict[str, Node]:
         """Tensor name -> the node that writes it."""
