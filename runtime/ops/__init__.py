@@ -2,9 +2,11 @@
 
 from runtime.ops import (  # noqa: F401  (imported for their registrations)
     conv,
+    conv_nd,
     dequantize_linear,
     elementwise,
     gemm,
+    matmul_integer,
     matmul_nbits,
     normalization,
     pool,

@@ -6,7 +6,8 @@ import numpy as np
 
 from runtime.errors import InferenceError
 from runtime.ops.conv_geometry import conv_geometry
-from runtime.ops.registry import register
+from runtime.ops.conv_nd import conv_nd
+from runtime.ops.registry import QdqFold, register
 from runtime.ops.windows import pad_spatial, taps
 
 
@@ -35,7 +36,9 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict, wher
     return np.ascontiguousarray(y.transpose(0, 3, 1, 2)).astype(x.dtype, copy=False)
 
 
-@register("Conv")
+@register("Conv", fuses_clamp=True, fold=QdqFold("conv", ("", "QLinearConv")))
 def conv(node, graph, opts):
     where = f"{graph.source}: {node.describe()}"
-    return lambda x, w, b=None: [conv2d(x, w, b, node.attrs, where)]
+    return lambda x, w, b=None: [
+        conv2d(x, w, b, node.attrs, where) if x.ndim == 4 else conv_nd(x, w, b, node.attrs, where)
+    ]

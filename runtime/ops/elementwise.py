@@ -1,10 +1,17 @@
-"""fp32 (and integer where ONNX allows) elementwise ops with numpy broadcasting."""
+"""Elementwise ops with numpy broadcasting: arithmetic, comparisons, logic, activations.
+
+Outputs keep the input's dtype, as ONNX defines (numpy would promote float32 ** int64 to
+float64, for one); math runs in the input's precision except where noted."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import numpy as np
 
-from runtime.ops.registry import elementwise, register
+from runtime.graph import MS_DOMAIN
+from runtime.ops.registry import QdqFold, elementwise, register
 
 
 def erf(x: np.ndarray) -> np.ndarray:
@@ -16,11 +23,23 @@ def erf(x: np.ndarray) -> np.ndarray:
     return (np.sign(t64) * (1.0 - poly * np.exp(-a * a))).astype(x.dtype)
 
 
+def _same_dtype(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """fn, with its result cast back to the first input's dtype."""
+    return lambda x, *rest: np.asarray(fn(x, *rest)).astype(x.dtype, copy=False)
+
+
+def _quiet(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """fn without numpy's overflow/invalid warnings (exp of large values is inf, as ONNX wants)."""
+
+    def run(*xs):
+        with np.errstate(all="ignore"):
+            return fn(*xs)
+
+    return run
+
+
 for _op, _fn in {
-    "Add": np.add,
     "Sub": np.subtract,
-    "Mul": np.multiply,
-    "Pow": np.power,
     "Sqrt": np.sqrt,
     "Exp": np.exp,
     "Log": np.log,
@@ -29,16 +48,46 @@ for _op, _fn in {
     "Tanh": np.tanh,
     "Reciprocal": np.reciprocal,
     "Erf": erf,
-    "Equal": np.equal,
-    "Less": np.less,
-    "Greater": np.greater,
-    "Where": np.where,
-    "Min": np.minimum,
-    "Max": np.maximum,
     "Floor": np.floor,
     "Ceil": np.ceil,
+    "Round": np.rint,
+    "Sign": np.sign,
+    "Sin": np.sin,
+    "Cos": np.cos,
+    "Tan": np.tan,
+    "Asin": np.arcsin,
+    "Acos": np.arccos,
+    "Atan": np.arctan,
+    "Sinh": np.sinh,
+    "Cosh": np.cosh,
+    "Asinh": np.arcsinh,
+    "Acosh": np.arccosh,
+    "Atanh": np.arctanh,
+    "Softsign": lambda x: x / (1 + np.abs(x)),
+    "Softplus": lambda x: np.logaddexp(x.dtype.type(0), x),
+    "Mish": lambda x: x * np.tanh(np.logaddexp(x.dtype.type(0), x)),
+    "IsNaN": np.isnan,
+    "Equal": np.equal,
+    "Less": np.less,
+    "LessOrEqual": np.less_equal,
+    "Greater": np.greater,
+    "GreaterOrEqual": np.greater_equal,
+    "Not": np.logical_not,
+    "And": np.logical_and,
+    "Or": np.logical_or,
+    "Xor": np.logical_xor,
+    "BitwiseAnd": np.bitwise_and,
+    "BitwiseOr": np.bitwise_or,
+    "BitwiseXor": np.bitwise_xor,
+    "BitwiseNot": np.invert,
+    "Where": np.where,
 }.items():
-    register(_op)(elementwise(_fn))
+    register(_op)(elementwise(_quiet(_fn)))
+
+
+register("Add", fuses_clamp=True, fold=QdqFold("elementwise", (MS_DOMAIN, "QLinearAdd"), 2))(elementwise(np.add))
+register("Mul", fold=QdqFold("elementwise", (MS_DOMAIN, "QLinearMul"), 2))(elementwise(np.multiply))
+register("Pow")(elementwise(_quiet(_same_dtype(lambda x, y: np.power(x.astype(np.float64), y)))))
 
 
 @register("Div")
@@ -46,9 +95,45 @@ def div(node, graph, opts):
     def run(a, b):
         if np.issubdtype(a.dtype, np.integer):
             return [np.trunc(a / b).astype(a.dtype)]
-        return [np.divide(a, b).astype(a.dtype, copy=False)]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return [np.divide(a, b).astype(a.dtype, copy=False)]
 
     return run
+
+
+@register("Mod")
+def mod(node, graph, opts):
+    fn = np.fmod if node.attrs["fmod"] else np.mod
+    return lambda a, b: [_quiet(fn)(a, b).astype(a.dtype, copy=False)]
+
+
+@register("BitShift")
+def bit_shift(node, graph, opts):
+    fn = np.left_shift if node.attrs["direction"] == "LEFT" else np.right_shift
+    return lambda a, b: [fn(a, b).astype(a.dtype, copy=False)]
+
+
+@register("IsInf")
+def is_inf(node, graph, opts):
+    neg, pos = node.attrs["detect_negative"], node.attrs["detect_positive"]
+    return lambda x: [np.isinf(x) & (((x < 0) & bool(neg)) | ((x > 0) & bool(pos)))]
+
+
+def _variadic(fn: Callable[[np.ndarray, np.ndarray], np.ndarray], mean: bool = False):
+    def factory(node, graph, opts):
+        def run(*xs):
+            y = functools.reduce(fn, xs)
+            return [(y / len(xs)).astype(xs[0].dtype) if mean else y]
+
+        return run
+
+    return factory
+
+
+register("Sum")(_variadic(np.add))
+register("Mean")(_variadic(np.add, mean=True))
+register("Max")(_variadic(np.maximum))
+register("Min")(_variadic(np.minimum))
 
 
 @register("Relu")
@@ -56,15 +141,63 @@ def relu(node, graph, opts):
     return lambda x: [np.maximum(x, x.dtype.type(0))]
 
 
-@register("Sigmoid")
+@register("Sigmoid", fold=QdqFold("elementwise", (MS_DOMAIN, "QLinearSigmoid")))
 def sigmoid(node, graph, opts):
-    return lambda x: [(1.0 / (1.0 + np.exp(-x))).astype(x.dtype)]
+    return lambda x: [_quiet(lambda v: (1.0 / (1.0 + np.exp(-v))).astype(v.dtype))(x)]
 
 
-@register("LeakyRelu")
+@register("LeakyRelu", fold=QdqFold("elementwise", (MS_DOMAIN, "QLinearLeakyRelu")))
 def leaky_relu(node, graph, opts):
-    alpha = np.float32(node.attrs.get("alpha", 0.01))
-    return lambda x: [np.where(x >= 0, x, x * alpha).astype(x.dtype)]
+    alpha = node.attrs["alpha"]
+    return lambda x: [np.where(x >= 0, x, x * x.dtype.type(alpha)).astype(x.dtype)]
+
+
+@register("PRelu")
+def prelu(node, graph, opts):
+    return lambda x, slope: [np.where(x < 0, x * slope, x).astype(x.dtype)]
+
+
+@register("HardSigmoid")
+def hard_sigmoid(node, graph, opts):
+    alpha, beta = node.attrs["alpha"], node.attrs["beta"]
+    return lambda x: [np.clip(x * x.dtype.type(alpha) + x.dtype.type(beta), 0, 1).astype(x.dtype)]
+
+
+@register("HardSwish")
+def hard_swish(node, graph, opts):
+    return lambda x: [(x * np.clip(x / x.dtype.type(6) + x.dtype.type(0.5), 0, 1)).astype(x.dtype)]
+
+
+@register("Elu")
+def elu(node, graph, opts):
+    alpha = node.attrs["alpha"]
+    return lambda x: [_quiet(lambda v: np.where(v > 0, v, alpha * np.expm1(v)).astype(v.dtype))(x)]
+
+
+@register("Selu")
+def selu(node, graph, opts):
+    alpha, gamma = node.attrs["alpha"], node.attrs["gamma"]
+    return lambda x: [_quiet(lambda v: (gamma * np.where(v > 0, v, alpha * np.expm1(v))).astype(v.dtype))(x)]
+
+
+@register("Celu")
+def celu(node, graph, opts):
+    alpha = node.attrs["alpha"]
+    return lambda x: [
+        _quiet(lambda v: (np.maximum(v, 0) + np.minimum(0, alpha * np.expm1(v / alpha))).astype(v.dtype))(x)
+    ]
+
+
+@register("ThresholdedRelu")
+def thresholded_relu(node, graph, opts):
+    alpha = node.attrs["alpha"]
+    return lambda x: [np.where(x > alpha, x, 0).astype(x.dtype)]
+
+
+@register("Shrink")
+def shrink(node, graph, opts):
+    lambd, bias = node.attrs["lambd"], node.attrs["bias"]
+    return lambda x: [np.where(x < -lambd, x + bias, np.where(x > lambd, x - bias, 0)).astype(x.dtype)]
 
 
 @register("Clip")
@@ -82,7 +215,7 @@ def clip(node, graph, opts):
 
 @register("Gelu")
 def gelu(node, graph, opts):
-    tanh = node.attrs.get("approximate", "none") == "tanh"
+    tanh = node.attrs["approximate"] == "tanh"
 
     def run(x):
         if tanh:

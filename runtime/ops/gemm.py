@@ -1,26 +1,33 @@
-"""fp32 Gemm and MatMul (numpy, BLAS underneath)."""
+"""fp32 Gemm, MatMul (numpy broadcasting, BLAS underneath) and Einsum."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from runtime.ops.registry import elementwise, register
+from runtime.graph import MS_DOMAIN
+from runtime.ops.registry import QdqFold, elementwise, register
 
 
-@register("Gemm")
+@register("Gemm", fuses_clamp=True, fold=QdqFold("gemm", (MS_DOMAIN, "QGemm")))
 def gemm(node, graph, opts):
-    alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
-    ta, tb = node.attrs.get("transA", 0), node.attrs.get("transB", 0)
+    alpha, beta = node.attrs["alpha"], node.attrs["beta"]
+    ta, tb = node.attrs["transA"], node.attrs["transB"]
 
     def run(a, b, c=None):
         y = (a.T if ta else a) @ (b.T if tb else b)
         if alpha != 1.0:
-            y = y * np.float32(alpha)
+            y = y * a.dtype.type(alpha)
         if c is not None:
-            y = y + (c * np.float32(beta) if beta != 1.0 else c)
+            y = y + (c * c.dtype.type(beta) if beta != 1.0 else c)
         return [y.astype(a.dtype, copy=False)]
 
     return run
 
 
-register("MatMul")(elementwise(np.matmul))
+register("MatMul", fuses_clamp=True, fold=QdqFold("matmul", ("", "QLinearMatMul")))(elementwise(np.matmul))
+
+
+@register("Einsum")
+def einsum(node, graph, opts):
+    equation = node.attrs["equation"].replace(" ", "")
+    return lambda *xs: [np.einsum(equation, *xs, optimize=len(xs) > 2).astype(xs[0].dtype, copy=False)]

@@ -1,4 +1,5 @@
-"""Softmax, LayerNormalization, BatchNormalization and ReduceMean (fp32, numpy)."""
+"""Softmax family and normalizations (fp32 in numpy; statistics in float32 unless the op's
+``stash_type`` asks for more, as ONNX defines)."""
 
 from __future__ import annotations
 
@@ -7,55 +8,169 @@ import numpy as np
 from runtime.ops.registry import register
 
 
+def _softmax_axes(node, graph, x: np.ndarray) -> tuple[np.ndarray, int, tuple[int, ...]]:
+    """(array, axis) to reduce over: opset < 13 flattens the dims from ``axis`` on into one."""
+    axis = node.attrs["axis"]
+    if graph.opsets.get("", 13) < 13:
+        a = axis % x.ndim if x.ndim else 0
+        return x.reshape(int(np.prod(x.shape[:a], dtype=np.int64)), -1), 1, x.shape
+    return x, axis, x.shape
+
+
+def _log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
 @register("Softmax")
 def softmax(node, graph, opts):
-    axis = node.attrs.get("axis", -1)
-
     def run(x):
-        e = np.exp(x - x.max(axis=axis, keepdims=True))
-        return [(e / e.sum(axis=axis, keepdims=True)).astype(x.dtype)]
+        v, axis, shape = _softmax_axes(node, graph, x)
+        e = np.exp(v - v.max(axis=axis, keepdims=True))
+        return [(e / e.sum(axis=axis, keepdims=True)).astype(x.dtype).reshape(shape)]
 
     return run
 
 
+@register("LogSoftmax")
+def log_softmax(node, graph, opts):
+    def run(x):
+        v, axis, shape = _softmax_axes(node, graph, x)
+        return [_log_softmax(v, axis).astype(x.dtype).reshape(shape)]
+
+    return run
+
+
+@register("Hardmax")
+def hardmax(node, graph, opts):
+    def run(x):
+        v, axis, shape = _softmax_axes(node, graph, x)
+        hot = np.zeros_like(v)
+        np.put_along_axis(hot, np.expand_dims(v.argmax(axis=axis), axis), 1, axis=axis)
+        return [hot.reshape(shape)]
+
+    return run
+
+
+def _stash(node) -> type:
+    return np.float64 if node.attrs.get("stash_type") == 11 else np.float32
+
+
 @register("LayerNormalization")
 def layer_normalization(node, graph, opts):
-    axis, eps = node.attrs.get("axis", -1), np.float32(node.attrs.get("epsilon", 1e-5))
+    axis, eps, stash = node.attrs["axis"], node.attrs["epsilon"], _stash(node)
 
     def run(x, scale, bias=None):
         axes = tuple(range(axis % x.ndim, x.ndim))
-        mean = x.mean(axis=axes, keepdims=True)
-        var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
-        y = (x - mean) / np.sqrt(var + eps) * scale
-        return [(y if bias is None else y + bias).astype(x.dtype)]
+        xs = x.astype(stash)
+        mean = xs.mean(axis=axes, keepdims=True)
+        inv = 1 / np.sqrt(((xs - mean) ** 2).mean(axis=axes, keepdims=True) + stash(eps))
+        y = ((xs - mean) * inv).astype(x.dtype) * scale
+        y = y if bias is None else y + bias
+        return [y.astype(x.dtype), mean.astype(stash), inv.astype(stash)]
+
+    return run
+
+
+@register("RMSNormalization")
+def rms_normalization(node, graph, opts):
+    axis, eps, stash = node.attrs["axis"], node.attrs["epsilon"], _stash(node)
+
+    def run(x, scale):
+        axes = tuple(range(axis % x.ndim, x.ndim))
+        xs = x.astype(stash)
+        inv = 1 / np.sqrt((xs**2).mean(axis=axes, keepdims=True) + stash(eps))
+        return [((xs * inv).astype(x.dtype) * scale).astype(x.dtype)]
 
     return run
 
 
 @register("BatchNormalization")
 def batch_normalization(node, graph, opts):
-    eps = np.float32(node.attrs.get("epsilon", 1e-5))
+    eps, momentum, training = node.attrs["epsilon"], node.attrs["momentum"], node.attrs["training_mode"]
 
     def run(x, scale, bias, mean, var):
         shape = (1, -1) + (1,) * (x.ndim - 2)
-        y = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps) * scale.reshape(
-            shape
-        ) + bias.reshape(shape)
+        if not training:
+            y = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + x.dtype.type(eps))
+            return [(y * scale.reshape(shape) + bias.reshape(shape)).astype(x.dtype)]
+        axes = (0, *range(2, x.ndim))
+        batch_mean, batch_var = x.mean(axis=axes), x.var(axis=axes)
+        y = (x - batch_mean.reshape(shape)) / np.sqrt(batch_var.reshape(shape) + x.dtype.type(eps))
+        y = y * scale.reshape(shape) + bias.reshape(shape)
+        run_mean = mean * momentum + batch_mean * (1 - momentum)
+        run_var = var * momentum + batch_var * (1 - momentum)
+        return [y.astype(x.dtype), run_mean.astype(mean.dtype), run_var.astype(var.dtype)]
+
+    return run
+
+
+@register("InstanceNormalization")
+def instance_normalization(node, graph, opts):
+    eps = node.attrs["epsilon"]
+
+    def run(x, scale, bias):
+        axes, shape = tuple(range(2, x.ndim)), (1, -1) + (1,) * (x.ndim - 2)
+        mean, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
+        y = (x - mean) / np.sqrt(var + x.dtype.type(eps)) * scale.reshape(shape) + bias.reshape(shape)
         return [y.astype(x.dtype)]
 
     return run
 
 
-@register("ReduceMean")
-def reduce_mean(node, graph, opts):
-    keepdims = bool(node.attrs.get("keepdims", 1))
+@register("GroupNormalization")
+def group_normalization(node, graph, opts):
+    """Opset 21 form (scale and bias per channel); opset 18's per-group scale is repeated."""
+    groups, eps, stash = node.attrs["num_groups"], node.attrs["epsilon"], _stash(node)
 
-    def run(x, axes=None):
-        axes = node.attrs.get("axes") if axes is None else [int(a) for a in axes]
-        if axes is None or len(axes) == 0:
-            if node.attrs.get("noop_with_empty_axes", 0):
-                return [x]
-            axes = list(range(x.ndim))
-        return [x.mean(axis=tuple(axes), keepdims=keepdims).astype(x.dtype)]
+    def run(x, scale, bias):
+        n, c = x.shape[:2]
+        xg = x.reshape(n, groups, -1).astype(stash)
+        mean, var = xg.mean(axis=2, keepdims=True), xg.var(axis=2, keepdims=True)
+        y = ((xg - mean) / np.sqrt(var + stash(eps))).reshape(x.shape).astype(x.dtype)
+        shape = (1, c) + (1,) * (x.ndim - 2)
+        if scale.size != c:
+            scale, bias = np.repeat(scale, c // groups), np.repeat(bias, c // groups)
+        return [(y * scale.reshape(shape) + bias.reshape(shape)).astype(x.dtype)]
+
+    return run
+
+
+@register("MeanVarianceNormalization")
+def mean_variance_normalization(node, graph, opts):
+    axes = tuple(node.attrs["axes"])
+
+    def run(x):
+        mean = x.mean(axis=axes, keepdims=True)
+        std = np.sqrt((x**2).mean(axis=axes, keepdims=True) - mean**2)
+        return [((x - mean) / (std + x.dtype.type(1e-9))).astype(x.dtype)]
+
+    return run
+
+
+@register("LpNormalization")
+def lp_normalization(node, graph, opts):
+    axis, p = node.attrs["axis"], node.attrs["p"]
+
+    def run(x):
+        norm = np.abs(x).sum(axis=axis, keepdims=True) if p == 1 else np.sqrt((x * x).sum(axis=axis, keepdims=True))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return [np.where(norm == 0, 0, x / norm).astype(x.dtype)]
+
+    return run
+
+
+@register("LRN")
+def lrn(node, graph, opts):
+    """Across-channel local response normalization: x / (bias + alpha/size * sum(x^2))^beta
+    over the window [c - floor((size-1)/2), c + ceil((size-1)/2)]."""
+    a, b, bias, size = node.attrs["alpha"], node.attrs["beta"], node.attrs["bias"], node.attrs["size"]
+
+    def run(x):
+        sq = (x * x).astype(np.float32)
+        lo, hi = (size - 1) // 2, -(-(size - 1) // 2)
+        padded = np.pad(sq, [(0, 0), (lo, hi)] + [(0, 0)] * (x.ndim - 2))
+        window = sum(padded[:, i : i + x.shape[1]] for i in range(size))
+        return [(x / (bias + a / size * window) ** b).astype(x.dtype)]
 
     return run

@@ -1,15 +1,16 @@
 """Integer fold: DequantizeLinear -> op -> QuantizeLinear becomes one integer op.
 
-  Conv                      -> QLinearConv
-  Gemm                      -> com.microsoft QGemm (without a Q after it: fp32 output)
-  MatMul (constant B)       -> QLinearMatMul
-  Add, Mul                  -> com.microsoft QLinearAdd, QLinearMul
-  Concat                    -> com.microsoft QLinearConcat
-  GlobalAveragePool         -> com.microsoft QLinearGlobalAveragePool
-  AveragePool               -> com.microsoft QLinearAveragePool
-  Sigmoid, LeakyRelu        -> com.microsoft QLinearSigmoid, QLinearLeakyRelu
-  MaxPool, Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Identity with equal input and
-  output quantization       -> the same op on the quantized tensor (exact)
+Which ops fold, and into what, is each op's own fact (``OpSpec.fold`` and ``OpSpec.grid`` in
+runtime/ops/registry.py); this module holds only the rewrite mechanisms, one per rule:
+
+  conv         Conv -> QLinearConv (int32 bias requantized when its scale differs)
+  gemm         Gemm -> com.microsoft QGemm (without a Q after it: fp32 output)
+  matmul       MatMul with a constant 2-D B -> QLinearMatMul
+  elementwise  n quantized inputs, one output -> a com.microsoft QLinear* op (Add, Mul,
+               average pools, Sigmoid, LeakyRelu)
+  concat       Concat -> com.microsoft QLinearConcat
+  grid "keeps" with equal input and output quantization -> the same op on the quantized
+               tensor (exact: MaxPool, Reshape, Transpose, ...)
 
 These are the forms ONNX Runtime's QOperator format uses, so QDQ and QOperator models run
 through the same kernels.  Anything that does not match stays as DQ -> fp32 op -> Q, which
@@ -19,17 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.graph import MS_DOMAIN, Graph, Node
-
-QLINEAR = {
-    "Add": "QLinearAdd",
-    "Mul": "QLinearMul",
-    "GlobalAveragePool": "QLinearGlobalAveragePool",
-    "AveragePool": "QLinearAveragePool",
-    "Sigmoid": "QLinearSigmoid",
-    "LeakyRelu": "QLinearLeakyRelu",
-}
-MOVEMENT = {"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity"}
+from runtime.graph import Graph, Node
+from runtime.ops.registry import QdqFold, spec
 
 
 class _Folder:
@@ -94,18 +86,11 @@ class _Folder:
         g = self.graph
         b_dq = self.dq(name, per_tensor=False)
         expected = (
-            np.float32(g.const(x_dq.inputs[1]).reshape(()))
-            * g.const(w_dq.inputs[1]).astype(np.float32).reshape(-1)
+            np.float32(g.const(x_dq.inputs[1]).reshape(())) * g.const(w_dq.inputs[1]).astype(np.float32).reshape(-1)
         ).astype(np.float32)
-        if (
-            b_dq is not None
-            and g.const(b_dq.inputs[0]) is not None
-            and g.const(b_dq.inputs[0]).dtype == np.int32
-        ):
+        if b_dq is not None and g.const(b_dq.inputs[0]) is not None and g.const(b_dq.inputs[0]).dtype == np.int32:
             bq, bs = g.const(b_dq.inputs[0]), g.const(b_dq.inputs[1]).astype(np.float32).reshape(-1)
-            bz = (
-                g.const(b_dq.inputs[2]) if len(b_dq.inputs) > 2 and b_dq.inputs[2] else np.zeros((), np.int32)
-            )
+            bz = g.const(b_dq.inputs[2]) if len(b_dq.inputs) > 2 and b_dq.inputs[2] else np.zeros((), np.int32)
             if np.allclose(bs, expected, rtol=1e-6, atol=0) and not np.any(bz):
                 return b_dq.inputs[0]
             value = ((bq.astype(np.int64) - bz.astype(np.int64)) * bs).astype(np.float32)
@@ -120,27 +105,20 @@ class _Folder:
 
     # -- rewrites --------------------------------------------------------------------
     def fold(self, node: Node) -> Node | None:
-        if node.key[0]:
+        """The integer node replacing ``node``, as the op's own facts say, or None."""
+        op = spec(node)
+        if op is None:
             return None
-        op = node.op_type
-        if op == "Conv":
-            return self.fold_conv(node)
-        if op == "Gemm":
-            return self.fold_gemm(node)
-        if op == "MatMul":
-            return self.fold_matmul(node)
-        if op in QLINEAR:
-            return self.fold_elementwise(node)
-        if op == "Concat":
-            return self.fold_concat(node)
-        if op in MOVEMENT:
+        if op.grid == "keeps":
             return self.fold_movement(node)
-        return None
+        if op.fold is None:
+            return None
+        return getattr(self, f"fold_{op.fold.rule}")(node, op.fold)
 
     def _fused(self, node: Node, attrs: dict) -> dict:
         return {**attrs, **{k: node.attrs[k] for k in ("fused_min", "fused_max") if k in node.attrs}}
 
-    def fold_conv(self, node: Node) -> Node | None:
+    def fold_conv(self, node: Node, rule: QdqFold) -> Node | None:
         x_dq, w_dq, q = (
             self.dq(node.inputs[0]),
             self.dq(node.inputs[1], per_tensor=False),
@@ -155,14 +133,15 @@ class _Folder:
                 return None
         inputs = [x_dq.inputs[0], *self.qparams(x_dq), w_dq.inputs[0], *self.qparams(w_dq), *self.qparams(q)]
         return Node(
-            "QLinearConv",
+            rule.target[1],
             node.name,
             inputs + ([bias] if bias else []),
             [q.outputs[0]],
             self._fused(node, dict(node.attrs)),
+            rule.target[0],
         )
 
-    def fold_gemm(self, node: Node) -> Node | None:
+    def fold_gemm(self, node: Node, rule: QdqFold) -> Node | None:
         a_dq, b_dq = self.dq(node.inputs[0]), self.dq(node.inputs[1], per_tensor=False)
         if not (a_dq and b_dq) or self.graph.const(b_dq.inputs[0]) is None:
             return None
@@ -183,12 +162,17 @@ class _Folder:
         if q is None:
             if "fused_min" in node.attrs or "fused_max" in node.attrs:
                 return None
-            return Node("QGemm", node.name, inputs, [node.outputs[0]], attrs, MS_DOMAIN)
+            return Node(rule.target[1], node.name, inputs, [node.outputs[0]], attrs, rule.target[0])
         return Node(
-            "QGemm", node.name, inputs + self.qparams(q), [q.outputs[0]], self._fused(node, attrs), MS_DOMAIN
+            rule.target[1],
+            node.name,
+            inputs + self.qparams(q),
+            [q.outputs[0]],
+            self._fused(node, attrs),
+            rule.target[0],
         )
 
-    def fold_matmul(self, node: Node) -> Node | None:
+    def fold_matmul(self, node: Node, rule: QdqFold) -> Node | None:
         a_dq, b_dq, q = (
             self.dq(node.inputs[0]),
             self.dq(node.inputs[1], per_tensor=False),
@@ -200,37 +184,33 @@ class _Folder:
         if b is None or b.ndim != 2:
             return None
         inputs = [a_dq.inputs[0], *self.qparams(a_dq), b_dq.inputs[0], *self.qparams(b_dq), *self.qparams(q)]
-        return Node("QLinearMatMul", node.name, inputs, [q.outputs[0]], self._fused(node, {}))
+        return Node(rule.target[1], node.name, inputs, [q.outputs[0]], self._fused(node, {}), rule.target[0])
 
-    def fold_elementwise(self, node: Node) -> Node | None:
+    def fold_elementwise(self, node: Node, rule: QdqFold) -> Node | None:
         q = self.q_after(node.outputs[0])
-        dqs = [self.dq(i) for i in node.inputs[: 2 if node.op_type in ("Add", "Mul") else 1]]
+        dqs = [self.dq(i) for i in node.inputs[: rule.activations]]
         if q is None or not all(dqs):
             return None
         extra = [i for i in node.inputs[len(dqs) :] if i]
         if extra:
             return None
         inputs = [t for d in dqs for t in (d.inputs[0], *self.qparams(d))] + self.qparams(q)
-        attrs = self._fused(
-            node, {k: v for k, v in node.attrs.items() if k not in ("fused_min", "fused_max")}
-        )
-        return Node(QLINEAR[node.op_type], node.name, inputs, [q.outputs[0]], attrs, MS_DOMAIN)
+        attrs = self._fused(node, {k: v for k, v in node.attrs.items() if k not in ("fused_min", "fused_max")})
+        return Node(rule.target[1], node.name, inputs, [q.outputs[0]], attrs, rule.target[0])
 
-    def fold_concat(self, node: Node) -> Node | None:
+    def fold_concat(self, node: Node, rule: QdqFold) -> Node | None:
         q = self.q_after(node.outputs[0])
         dqs = [self.dq(i) for i in node.inputs]
         if q is None or not all(dqs):
             return None
         inputs = self.qparams(q) + [t for d in dqs for t in (d.inputs[0], *self.qparams(d))]
-        return Node("QLinearConcat", node.name, inputs, [q.outputs[0]], dict(node.attrs), MS_DOMAIN)
+        return Node(rule.target[1], node.name, inputs, [q.outputs[0]], dict(node.attrs), rule.target[0])
 
     def fold_movement(self, node: Node) -> Node | None:
         x_dq, q = self.dq(node.inputs[0]), self.q_after(node.outputs[0])
         if not (x_dq and q) or not self.same_qparams(x_dq, q) or len([o for o in node.outputs if o]) != 1:
             return None
-        return Node(
-            node.op_type, node.name, [x_dq.inputs[0], *node.inputs[1:]], [q.outputs[0]], dict(node.attrs)
-        )
+        return Node(node.op_type, node.name, [x_dq.inputs[0], *node.inputs[1:]], [q.outputs[0]], dict(node.attrs))
 
 
 def fold_qdq(graph: Graph) -> Graph:

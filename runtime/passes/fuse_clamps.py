@@ -1,5 +1,6 @@
-"""Activation-clamp fusion: Relu or Clip (constant bounds) right after Conv, Gemm, MatMul
-or Add moves into that node as ``fused_min`` / ``fused_max``.
+"""Activation-clamp fusion: Relu or Clip (constant bounds) right after an op that accepts
+one (its ``OpSpec.fuses_clamp``: Conv, Gemm, MatMul, Add) moves into that node as
+``fused_min`` / ``fused_max``.
 
 Once the node becomes an integer op these are saturation bounds of the requantization
 (quantization is monotone, so Q(clip(v)) == clamp(Q(v))); a node that stays in fp32 applies
@@ -10,8 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from runtime.graph import Graph, Node
-
-FUSABLE = {"Conv", "Gemm", "MatMul", "Add"}
+from runtime.ops.registry import spec
 
 
 def clamp_range(node: Node, graph: Graph) -> tuple[float | None, float | None] | None:
@@ -37,7 +37,8 @@ def fuse_clamps(graph: Graph) -> Graph:
     consumers, outputs = graph.consumers(), graph.output_names()
     removed: set[int] = set()
     for node in graph.nodes:
-        if node.key[0] or node.op_type not in FUSABLE or node.outputs[0] in outputs:
+        op = spec(node)
+        if op is None or not op.fuses_clamp or node.outputs[0] in outputs:
             continue
         readers = consumers.get(node.outputs[0], [])
         if len(readers) != 1 or (bounds := clamp_range(readers[0], graph)) is None:
