@@ -4,11 +4,17 @@ Checks dtypes and makes arrays contiguous so the C side only sees the layouts it
 and resolves the instruction-set path: the fastest one this CPU offers, unless the
 ``COMPRESS_RUNTIME_ISA`` environment variable (or a ``path=`` argument) forces another, which
 is how tests compare the portable, AVX2, AVX-512 VNNI and AMX paths bit for bit.
+
+The C entry points validate every size themselves (overflow-checked, with explicit limits) and
+raise ValueError/OverflowError/MemoryError; ``_call`` turns those into the runtime's
+InferenceError naming the kernel, so a bad size never escapes as an anonymous exception.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +24,16 @@ from runtime.errors import InferenceError
 
 PackedWeights = _kernels.PackedWeights
 ISA_ENV = "COMPRESS_RUNTIME_ISA"
+
+
+def _call(kernel: Callable[..., object], *args: object) -> object:
+    """kernel(*args), with the extension's argument errors as InferenceError."""
+    try:
+        return kernel(*args)
+    except (ValueError, OverflowError, TypeError) as exc:
+        raise InferenceError(f"kernel {kernel.__name__}: {exc}") from exc
+    except MemoryError as exc:
+        raise InferenceError(f"kernel {kernel.__name__}: out of memory") from exc
 
 
 def available_paths() -> list[str]:
@@ -66,7 +82,7 @@ def pack_weights(w: np.ndarray) -> PackedWeights:
     if w.dtype != np.int8 or w.ndim != 2:
         raise InferenceError(f"pack_weights expects a 2-D int8 array, got {w.dtype} {w.shape}")
     n, k = w.shape
-    return _kernels.pack_weights(np.ascontiguousarray(w), n, k)
+    return _call(_kernels.pack_weights, np.ascontiguousarray(w), n, k)
 
 
 def _u8(x: np.ndarray, what: str) -> np.ndarray:
@@ -83,7 +99,7 @@ def gemm(
     if a.ndim != 2 or a.shape[1] != packed.k:
         raise InferenceError(f"gemm input {a.shape} does not match packed weights K={packed.k}")
     out = stage.empty((a.shape[0], packed.n))
-    _kernels.qgemm(a, a.shape[0], packed.k, packed, *stage.args(), packed.n, out, threads, resolve_path(path))
+    _call(_kernels.qgemm, a, a.shape[0], packed.k, packed, *stage.args(), packed.n, out, threads, resolve_path(path))
     return out
 
 
@@ -122,7 +138,8 @@ def conv_nhwc(
     oh, ow = geom.output_hw(h, w)
     out = stage.empty((b, max(oh, 0), max(ow, 0), packed.n))
     bias, mult, zy, lo, hi = stage.args()
-    _kernels.qconv(
+    _call(
+        _kernels.qconv,
         x,
         b,
         h,
@@ -162,7 +179,8 @@ def depthwise_nhwc(
     oh, ow = geom.output_hw(h, w)
     out = stage.empty((b, max(oh, 0), max(ow, 0), c))
     bias, mult, zy, lo, hi = stage.args()
-    _kernels.qdepthwise(
+    _call(
+        _kernels.qdepthwise,
         x,
         b,
         h,
@@ -214,7 +232,8 @@ def qadd(a: np.ndarray, b: np.ndarray, params: AddParams, path: str | None = Non
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     out = np.empty(shape, a.dtype)
     p = params
-    _kernels.qadd(
+    _call(
+        _kernels.qadd,
         a,
         b,
         out,
@@ -238,5 +257,27 @@ def maxpool_nhwc(x: np.ndarray, geom: ConvGeometry, threads: int = 1) -> np.ndar
     b, h, w, c = x.shape
     oh, ow = geom.output_hw(h, w)
     out = np.empty((b, max(oh, 0), max(ow, 0), c), x.dtype)
-    _kernels.maxpool(x, b, h, w, c, *geom.args(), out, int(x.dtype == np.int8), threads)
+    _call(_kernels.maxpool, x, b, h, w, c, *geom.args(), out, int(x.dtype == np.int8), threads)
     return out
+
+
+def peak_gops(path: str, seconds: float = 0.3) -> float:
+    """Measured peak of a path's multiply-accumulate instructions (GOPS, one thread).
+
+    Runs the extension's register-only loop in the path's micro-kernel mix and divides by this
+    thread's CPU time, so time slices lost to other processes on a shared machine do not count;
+    the best of three rounds."""
+    pid = resolve_path(path)
+    iterations = 1 << 16
+    while iterations < 1 << 40:  # calibrate: one round should last about seconds / 3
+        start = time.thread_time()
+        _call(_kernels.peak, pid, iterations)
+        if time.thread_time() - start >= seconds / 3:
+            break
+        iterations *= 2
+    best = 0.0
+    for _ in range(3):
+        start = time.thread_time()
+        ops = _kernels.peak(pid, iterations)
+        best = max(best, ops / max(time.thread_time() - start, 1e-9) / 1e9)
+    return best
