@@ -9,10 +9,12 @@ from torch import nn
 
 from compress.errors import QuantizationError, translate_errors
 from compress.ptq import build_qconfig
+from compress.serialize import records_provenance
 from quant import calibrate, freeze, prepare
 from quant.qat import QATObserver, observers_from_calibration, start_qat
 
 
+@records_provenance
 @translate_errors
 def prepare_qat(
     model: nn.Module,
@@ -22,6 +24,7 @@ def prepare_qat(
     method: str = "minmax",
     per_channel: bool = True,
     weight_bits: int = 8,
+    weight_range: str = "full",
     activation_dtype: str = "uint8",
     freeze_bn_after: int | None = None,
     freeze_observers_after: int | None = None,
@@ -44,6 +47,7 @@ def prepare_qat(
     'percentile', 'kl', 'mse'); otherwise from the first training batch. Ranges then
     follow a moving average of batch min/max (``averaging_constant``), reduced across
     torch.distributed ranks every step so DDP replicas stay identical.
+    ``weight_range='reduced'``: 7-bit weights, exact in ONNX Runtime on CPUs without VNNI.
     ``learnable_scales=True`` trains activation scales by LSQ, initialised as above.
 
     ``model.eval()`` turns it into the deterministic int8 simulation (no statistics
@@ -62,8 +66,8 @@ def prepare_qat(
         raise QuantizationError(f"averaging_constant must be in (0, 1], got {averaging_constant}")
     example = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     qconfig = build_qconfig(
-        method, per_channel=per_channel, weight_bits=weight_bits, activation_dtype=activation_dtype,
-        percentile=percentile, skip=skip, learnable_scales=learnable_scales,
+        method, per_channel=per_channel, weight_bits=weight_bits, weight_range=weight_range,
+        activation_dtype=activation_dtype, percentile=percentile, skip=skip, learnable_scales=learnable_scales,
     )
     if calib_loader is None:  # no calibration: QAT observers from the first step
         qconfig.observer = lambda name: QATObserver(name, averaging_constant, freeze_observers_after)

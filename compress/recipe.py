@@ -150,6 +150,7 @@ STAGE_SCHEMAS: dict[str, dict[str, Field]] = {
         "method": Field((str,), "minmax", choices=("minmax", "percentile", "kl", "mse")),
         "per_channel": Field((bool,), True),
         "weight_bits": Field((int,), 8, choices=tuple(range(2, 9))),
+        "weight_range": Field((str,), "full", choices=("full", "reduced")),
         "activation_dtype": Field((str,), "uint8", choices=("uint8", "int8")),
         "percentile": Field(NUM, 99.99, check=_percent),
         "max_batches": Field(OPT_INT, 16, check=_positive),

@@ -101,7 +101,8 @@ def distill(state: RunState, stage: Stage) -> None:
 def quant_kwargs(o: dict[str, Any]) -> dict[str, Any]:
     """Arguments shared by ``compress.quantize`` and ``compress.prepare_qat``."""
     return dict(method=o["method"], per_channel=o["per_channel"], weight_bits=o["weight_bits"],
-                activation_dtype=o["activation_dtype"], percentile=float(o["percentile"]), skip=o["skip"])
+                weight_range=o["weight_range"], activation_dtype=o["activation_dtype"],
+                percentile=float(o["percentile"]), skip=o["skip"])
 
 
 def prepare_quantized(state: RunState, o: dict[str, Any], max_batches: int | None, progress: bool) -> nn.Module:
