@@ -17,8 +17,20 @@ from quant.observers import OBSERVERS
 from quant.spec import WEIGHT_INT8_PER_CHANNEL, WEIGHT_INT8_PER_TENSOR
 from quant.trace import UntraceableRoot
 
+WEIGHT_RANGES = ("full", "reduced")
+REDUCED_WEIGHT_BITS = 7  # ORT's reduce_range: u8×s8 pair sums 2·255·63 fit int16 (vpmaddubsw) exactly
 
-def weight_spec(per_channel: bool, bits: int = 8) -> QuantSpec:
+
+def weight_spec(per_channel: bool, bits: int = 8, weight_range: str = "full") -> QuantSpec:
+    """Symmetric narrow-range weights; ``weight_range='reduced'`` caps them at 7 bits ([-63, 63]).
+
+    Why reduced: ONNX Runtime (and oneDNN) on x86 CPUs without VNNI add pairs of u8×s8 products
+    in int16 with saturation; 8-bit weights overflow it, 7-bit weights never do, so the file
+    runs exactly there too (DESIGN.md §3). Fewer bits than 7 are already safe."""
+    if weight_range not in WEIGHT_RANGES:
+        raise QuantizationError(f"weight_range must be one of {list(WEIGHT_RANGES)}, got {weight_range!r}")
+    if weight_range == "reduced":
+        bits = min(bits, REDUCED_WEIGHT_BITS)
     base = WEIGHT_INT8_PER_CHANNEL if per_channel else WEIGHT_INT8_PER_TENSOR
     return QuantSpec(bits=bits, signed=True, symmetric=True, per_channel=base.per_channel, narrow=True)
 
@@ -28,6 +40,7 @@ def build_qconfig(
     *,
     per_channel: bool = True,
     weight_bits: int = 8,
+    weight_range: str = "full",
     activation_dtype: str = "uint8",
     percentile: float = 99.99,
     bins: int = 8192,
@@ -50,7 +63,7 @@ def build_qconfig(
         kwargs.setdefault("symmetric", act.symmetric)
     return QConfig(
         activation=act,
-        weight=weight_spec(per_channel, weight_bits),
+        weight=weight_spec(per_channel, weight_bits, weight_range),
         observer=lambda name: make_observer(method, name, **kwargs),
         learnable_scales=learnable_scales,
         skip=frozenset(skip),
@@ -73,6 +86,7 @@ def quantize(
     method: str = "minmax",
     per_channel: bool = True,
     weight_bits: int = 8,
+    weight_range: str = "full",
     activation_dtype: str = "uint8",
     percentile: float = 99.99,
     bins: int = 8192,
@@ -87,9 +101,10 @@ def quantize(
 
     ``method``: 'minmax', 'percentile' (clip at ``percentile``), 'kl' (TensorRT entropy)
     or 'mse'. Weights are int8 symmetric per output channel unless ``per_channel=False``;
-    activations uint8 asymmetric unless ``activation_dtype='int8'``. Modules in
-    ``skip`` stay float; ``float_adds=True`` keeps residual adds float (transformers:
-    their residual stream has outlier features). ``on_untraceable='float'`` keeps untraceable submodules in float
+    activations uint8 asymmetric unless ``activation_dtype='int8'``; ``weight_range='reduced'``
+    limits weights to 7 bits so ONNX Runtime is exact on CPUs without VNNI. Modules in ``skip``
+    stay float; ``float_adds=True`` keeps residual adds float (transformers: their residual
+    stream has outlier features). ``on_untraceable='float'`` keeps untraceable submodules in float
     with a warning instead of raising, and a model whose own forward cannot be traced
     gets its Conv2d/Linear leaves quantized in eager mode (no BN folding, not exportable).
     The forward simulates the int8 graph exactly (DESIGN.md §3): what ``export_onnx``
@@ -98,8 +113,8 @@ def quantize(
     if on_untraceable not in ("error", "float"):
         raise QuantizationError(f"on_untraceable must be 'error' or 'float', got {on_untraceable!r}")
     qconfig = build_qconfig(
-        method, per_channel=per_channel, weight_bits=weight_bits, activation_dtype=activation_dtype,
-        percentile=percentile, bins=bins, skip=skip, float_adds=float_adds,
+        method, per_channel=per_channel, weight_bits=weight_bits, weight_range=weight_range,
+        activation_dtype=activation_dtype, percentile=percentile, bins=bins, skip=skip, float_adds=float_adds,
     )
     example = example_args(model, calib_loader)
     try:
