@@ -9,6 +9,7 @@ from compress.models import MnistCNN
 
 pytest.importorskip("onnxruntime")
 from export.validate import compare, ort_session  # noqa: E402
+from tests.ort_agreement import assert_ort_agreement  # noqa: E402
 
 
 @pytest.mark.parametrize("learnable", [False, True])
@@ -28,5 +29,4 @@ def test_trained_qat_model_exports_and_onnxruntime_agrees(tmp_path, learnable):
     q.eval()  # nothing else: no freeze, no convert
     path = compress.export_onnx(q, tmp_path / "qat.onnx", data[0][0])
     agreement = compare(q, ort_session(path.read_bytes()), torch.randn(200, 1, 28, 28, generator=g))
-    assert agreement.top1_agreement >= 0.99
-    assert agreement.max_code_diff <= 1 and agreement.codes_identical >= 0.99
+    assert_ort_agreement(agreement, codes=0.99, top1=0.99, saturated_top1=0.9)

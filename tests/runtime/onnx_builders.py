@@ -30,9 +30,11 @@ def export_fp32(model, path: Path, shape: tuple[int, ...]) -> Path:
 
 
 def quantize_ort(
-    fp32: Path, out: Path, shape: tuple[int, ...], fmt: str, per_channel: bool, batches: int = 3
+    fp32: Path, out: Path, shape: tuple[int, ...], fmt: str, per_channel: bool, batches: int = 3,
+    reduce_range: bool = False,
 ) -> Path:
-    """ORT quantize_static, uint8 activations and int8 weights, on a few random batches."""
+    """ORT quantize_static, uint8 activations and int8 weights (7-bit with ``reduce_range``), on a
+    few random batches."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -53,6 +55,7 @@ def quantize_ort(
         per_channel=per_channel,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
+        reduce_range=reduce_range,
     )
     return out
 

@@ -1,7 +1,8 @@
 """End to end: torchvision resnet18 and mobilenet_v2 (random weights, fixed seed) quantized
 by ONNX Runtime's quantize_static, run by the bundled runtime and by ORT on the same file.
 The int8 logits (in output quantization steps) must be >= 99.9% identical, never more than
-one step apart."""
+one step apart. Where ORT saturates (x86 without VNNI, issue 11) the files are quantized with
+ORT's own ``reduce_range`` (7-bit weights), the setting ORT recommends on such CPUs."""
 
 from __future__ import annotations
 
@@ -36,7 +37,10 @@ def output_scale(path) -> float:
 
 @pytest.mark.parametrize("fmt,per_channel", [("qdq", True), ("qop", True), ("qdq", False)])
 def test_int8_logits_match_onnxruntime(fp32_model, tmp_path, fmt, per_channel):
-    path = quantize_ort(fp32_model, tmp_path / f"{fmt}.onnx", SHAPE, fmt, per_channel, batches=2)
+    from tests.ort_agreement import ort_is_exact
+
+    path = quantize_ort(fp32_model, tmp_path / f"{fmt}.onnx", SHAPE, fmt, per_channel, batches=2,
+                        reduce_range=not ort_is_exact())
     x = np.random.default_rng(7).standard_normal((4, *SHAPE[1:]), dtype=np.float32)
     ours = InferenceSession(path, threads=2).run(None, {"input": x})[0]
     ref = ort_session(path).run(None, {"input": x})[0]
