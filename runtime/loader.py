@@ -85,10 +85,11 @@ def _read_external(t: TensorProto, root: Path, where: str, limit: int) -> None:
         fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except OSError as exc:
         raise InferenceError(f"{where}: external data file {location!r} cannot be opened ({exc})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise InferenceError(f"{where}: external data {location!r} is not a regular file")
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise InferenceError(f"{where}: external data {location!r} is not a regular file")
         if offset + need > info.st_size:
             raise InferenceError(
                 f"{where}: external data {location!r} holds {info.st_size} bytes; offset {offset} + "

@@ -243,6 +243,11 @@ def _check_nodes(model: onnx.ModelProto, source: str, limit: int, tensors: Mappi
             if out in producers:
                 raise InferenceError(f"{where}: writes tensor {out!r}, already written by {producers[out]}")
             producers[out] = _describe(node, index)
+    produced = set(producers)
+    for index, node in enumerate(g.node):
+        if missing := [i for i in node.input if i and i not in produced]:
+            raise InferenceError(f"{source}: {_describe(node, index)} reads {missing[0]!r}, which no node, input or "
+                                 "initializer produces")
     for out in g.output:
         if out.name not in producers:
             raise InferenceError(f"{source}: graph output {out.name!r} is produced by no node, input or initializer")
@@ -342,16 +347,23 @@ def check_choices(graph: Graph) -> None:
 
 class RunShapeCheck:
     """Run-time half of the memory bound: for each new input signature, shape inference with
-    the concrete input shapes, and a refusal before any kernel runs if a tensor would exceed
-    the limit.  Results are cached, so steady-state runs pay one dict lookup."""
+    the concrete input shapes (and the values of small integer inputs, which may be shapes:
+    ConstantOfShape, Expand, Reshape), and a refusal before any kernel runs if a tensor would
+    exceed the limit.  Signatures are cached, so steady-state runs pay one lookup."""
+
+    SMALL_INT_VALUES = 64
 
     def __init__(self, skeleton: onnx.ModelProto, source: str, limit: int, max_cache: int = 64) -> None:
         self.skeleton, self.source, self.limit, self.max_cache = skeleton, source, limit, max_cache
         self._seen: set[tuple] = set()
-        self._inputs = {v.name for v in skeleton.graph.input}
+
+    def _is_shape_like(self, x: np.ndarray) -> bool:
+        return x.dtype.kind in "iu" and x.ndim <= 1 and x.size <= self.SMALL_INT_VALUES
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> None:
-        signature = tuple(sorted((k, v.shape, v.dtype.str) for k, v in feeds.items()))
+        signature = tuple(
+            sorted((k, v.shape, v.dtype.str, v.tobytes() if self._is_shape_like(v) else b"") for k, v in feeds.items())
+        )
         if signature in self._seen:
             return
         if sum(x.nbytes for x in feeds.values()) > self.limit:
@@ -364,6 +376,8 @@ class RunShapeCheck:
                 del shape.dim[:]
                 for d in feeds[v.name].shape:
                     shape.dim.add().dim_value = int(d)
+                if self._is_shape_like(feeds[v.name]):
+                    concrete.graph.initializer.append(onnx.numpy_helper.from_array(feeds[v.name], v.name))
         inferred = _infer(concrete, self.source)
         _check_sizes([*inferred.graph.value_info, *inferred.graph.output], self.source, self.limit)
         if len(self._seen) < self.max_cache:
