@@ -1,21 +1,27 @@
-"""Latency of the bundled int8 runtime against its peers, in one process.
+"""Latency of the bundled int8 runtime against its peers, in one process, interleaved.
 
 resnet18 and mobilenet_v2 (torchvision, random weights with a fixed seed: latency does not
 depend on the values) at 224x224 are exported to ONNX and quantized by ONNX Runtime's
-quantize_static (QDQ, uint8 activations, int8 per-channel weights).  For batch 1 and 16 and
-1 and 2 threads, the fastest of N runs of: torch fp32 eager, ORT fp32, ORT int8 and this
-runtime on the same int8 file.  Prints a markdown table; ratios are peer time / ours.
+quantize_static (QDQ, uint8 activations, int8 per-channel weights).  For each batch and thread
+count, every peer runs once per round, round after round (interleaved, so a burst of load
+from other processes hits all peers alike), and the fastest round of each counts: ORT int8 on
+the same file as ours, ORT fp32, OpenVINO int8 on the same QDQ file when ``openvino`` is
+installed (never required), torch fp32 eager with ``--torch``.  Ratios are peer time / ours.
 
-    python bench/runtime_latency.py [--models resnet18 mobilenet_v2] [--repeats 20]
+``--isa avx2`` forces the runtime's instruction-set path (as $COMPRESS_RUNTIME_ISA does);
+``--layers`` adds a per-layer table of our runtime (ms, GOPS and % of the path's measured peak
+per conv kind: 1x1, kxk, depthwise) for the first model at batch 1, one thread.
+
+    python bench/runtime_latency.py [--models resnet18 mobilenet_v2] [--rounds 20] [--isa avx2]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,9 +57,7 @@ def export_and_quantize(name: str, folder: Path) -> tuple[object, Path, Path]:
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             rng = np.random.default_rng(0)
-            self.items = iter(
-                [{"input": rng.standard_normal((1, 3, 224, 224), dtype=np.float32)} for _ in range(4)]
-            )
+            self.items = iter([{"input": rng.standard_normal((1, 3, 224, 224), dtype=np.float32)} for _ in range(4)])
 
         def get_next(self):
             return next(self.items, None)
@@ -71,72 +75,140 @@ def export_and_quantize(name: str, folder: Path) -> tuple[object, Path, Path]:
     return model, fp32, int8
 
 
-def best_ms(repeats: int, fn: Callable[..., object], *args: object, warmup: int = 3) -> float:
-    """Fastest wall time of fn(*args) in milliseconds: on a shared machine the minimum is the
-    run least disturbed by other work, and every peer is measured the same way."""
-    for _ in range(warmup):
-        fn(*args)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(*args)
-        times.append(time.perf_counter() - start)
-    return min(times) * 1e3
+def interleaved_ms(peers: dict[str, Callable[[], object]], rounds: int, warmup: int = 2) -> dict[str, float]:
+    """Fastest wall time (ms) of each peer over ``rounds`` rounds that run every peer once."""
+    for fn in peers.values():
+        for _ in range(warmup):
+            fn()
+    best = dict.fromkeys(peers, float("inf"))
+    for _ in range(rounds):
+        for name, fn in peers.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], (time.perf_counter() - start) * 1e3)
+    return best
 
 
-def measure(name: str, folder: Path, batches: list[int], threads: list[int], repeats: int) -> list[dict]:
+def openvino_runner(path: Path, threads: int):
+    """OpenVINO on the same QDQ file (it executes QDQ int8 natively), or None when not installed."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return None
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads})
+    return lambda x: compiled([x])
+
+
+def peers_for(exported: tuple[object, Path, Path], threads: int, isa: str | None, with_torch: bool):
     import onnxruntime as ort
-    import torch
 
     import runtime
 
-    model, fp32, int8 = export_and_quantize(name, folder)
-    rows = []
-    for t in threads:
-        torch.set_num_threads(t)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = t
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        ort_fp32 = ort.InferenceSession(str(fp32), options, providers=["CPUExecutionProvider"])
-        ort_int8 = ort.InferenceSession(str(int8), options, providers=["CPUExecutionProvider"])
-        ours = runtime.InferenceSession(int8, threads=t)
-        for b in batches:
-            x = np.random.default_rng(b).standard_normal((b, 3, 224, 224), dtype=np.float32)
-            xt = torch.from_numpy(x)
-            n = repeats if b == 1 else max(3, repeats // 4)
+    model, fp32, int8 = exported
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    ort_fp32 = ort.InferenceSession(str(fp32), options, providers=["CPUExecutionProvider"])
+    ort_int8 = ort.InferenceSession(str(int8), options, providers=["CPUExecutionProvider"])
+    ours = runtime.InferenceSession(int8, threads=threads, isa=isa)
+    peers: dict[str, Callable[[np.ndarray], object]] = {
+        "ours int8": lambda x: ours.run(None, {"input": x}),
+        "ORT int8": lambda x: ort_int8.run(None, {"input": x}),
+        "ORT fp32": lambda x: ort_fp32.run(None, {"input": x}),
+    }
+    ov = openvino_runner(int8, threads)
+    if ov is not None:
+        peers["OpenVINO int8"] = ov
+    if with_torch:
+        import torch
+
+        def torch_fp32(x):
+            torch.set_num_threads(threads)
             with torch.inference_mode():
-                torch_ms = best_ms(n, model, xt)
-            row = {
-                "model": name,
-                "batch": b,
-                "threads": t,
-                "torch fp32": torch_ms,
-                "ORT fp32": best_ms(n, ort_fp32.run, None, {"input": x}),
-                "ORT int8": best_ms(n, ort_int8.run, None, {"input": x}),
-                "ours int8": best_ms(n, ours.run, None, {"input": x}),
-            }
-            rows.append(row)
-            print(
-                f"  {name} b{b} t{t}: "
-                + ", ".join(f"{k} {v:.2f} ms" for k, v in row.items() if isinstance(v, float)),
-                flush=True,
-            )
-    return rows
+                return model(torch.from_numpy(x))
+
+        peers["torch fp32"] = torch_fp32
+    return peers, ours
 
 
-def markdown(rows: list[dict]) -> str:
+def layer_table(session, x: np.ndarray, path: str, peak: float, rounds: int) -> str:
+    """Per-node times of our session (fastest of ``rounds`` runs), conv nodes grouped by kind."""
+    graph = session.graph
+    nodes = graph.nodes
+    kernels = session._kernels  # the bench wraps the prepared per-node callables with timers
+    best = [float("inf")] * len(nodes)
+    shapes: dict[int, tuple] = {}
+
+    def timed(i, fn):
+        def run(*args):
+            start = time.perf_counter()
+            out = fn(*args)
+            best[i] = min(best[i], time.perf_counter() - start)
+            shapes[i] = out[0].shape if out and hasattr(out[0], "shape") else ()
+            return out
+
+        return run
+
+    original = list(kernels)
+    kernels[:] = [timed(i, fn) for i, fn in enumerate(original)]
+    try:
+        for _ in range(rounds):
+            session.run(None, {"input": x})
+    finally:
+        kernels[:] = original
+    groups: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])  # count, seconds, ops
+    for i, node in enumerate(nodes):
+        kind = node.op_type
+        ops = 0.0
+        if node.op_type == "QLinearConv":
+            w = graph.const(node.inputs[3])
+            cout, cin_g, kh, kw = w.shape
+            group = int(node.attrs.get("group", 1))
+            out = shapes[i]
+            pixels = int(np.prod(out)) // cout
+            ops = 2.0 * pixels * cout * cin_g * kh * kw
+            if group > 1 and cin_g == 1:
+                kind = f"conv depthwise {kh}x{kw}"
+            else:
+                kind = f"conv {kh}x{kw}" + (f" g{group}" if group > 1 else "")
+        g = groups[kind]
+        g[0] += 1
+        g[1] += best[i]
+        g[2] += ops
+    total = sum(g[1] for g in groups.values())
+    lines = [
+        f"| node kind | count | ms | % of time | GOPS | % of {path} peak ({peak:.0f} GOPS) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind, (count, secs, ops) in sorted(groups.items(), key=lambda kv: -kv[1][1]):
+        gops = ops / secs / 1e9 if ops else 0.0
+        lines.append(
+            f"| {kind} | {count} | {secs * 1e3:.2f} | {100 * secs / total:.0f} | "
+            + (f"{gops:.0f} | {100 * gops / peak:.0f} |" if ops else "– | – |")
+        )
+    lines.append(f"| total (sum of nodes) | {len(nodes)} | {total * 1e3:.2f} | 100 | | |")
+    return "\n".join(lines)
+
+
+def markdown(rows: list[dict], peer_names: list[str]) -> str:
+    others = [p for p in peer_names if p != "ours int8"]
     head = (
-        "| model | batch | threads | ours int8 (ms) | ORT int8 (ms) | ORT fp32 (ms) | torch fp32 (ms) "
-        "| ORT int8 / ours | ORT fp32 / ours | torch fp32 / ours |"
+        "| model | batch | threads | ours int8 (ms) | "
+        + " | ".join(f"{p} (ms)" for p in others)
+        + " | "
+        + " | ".join(f"{p} / ours" for p in others)
+        + " |"
     )
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * (4 + 2 * len(others))]
     for r in rows:
         ours = r["ours int8"]
         lines.append(
-            f"| {r['model']} | {r['batch']} | {r['threads']} | {ours:.2f} | {r['ORT int8']:.2f} | "
-            f"{r['ORT fp32']:.2f} | {r['torch fp32']:.2f} | {r['ORT int8'] / ours:.2f} | "
-            f"{r['ORT fp32'] / ours:.2f} | {r['torch fp32'] / ours:.2f} |"
+            f"| {r['model']} | {r['batch']} | {r['threads']} | {ours:.2f} | "
+            + " | ".join(f"{r[p]:.2f}" for p in others)
+            + " | "
+            + " | ".join(f"{r[p] / ours:.2f}" for p in others)
+            + " |"
         )
     return "\n".join(lines)
 
@@ -146,18 +218,40 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 16])
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds at batch 1 (a quarter at 16)")
+    parser.add_argument("--isa", default=None, help="force the runtime's instruction-set path")
+    parser.add_argument("--torch", action="store_true", help="add torch fp32 eager as a peer")
+    parser.add_argument("--layers", action="store_true", help="per-layer table of the first model")
     args = parser.parse_args()
-    import runtime
+    from runtime import kernels
+    from runtime.errors import InferenceError
+    from runtime.machine import describe
 
-    rows = []
+    path = args.isa or os.environ.get(kernels.ISA_ENV) or kernels.available_paths()[-1]
+    print(f"machine: {describe(path)}", flush=True)
+    rows, names, layers = [], [], None
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            rows += measure(name, Path(tmp), args.batches, args.threads, args.repeats)
-    print(
-        f"\nmachine: {platform.processor() or platform.machine()}, ISA path: {runtime.available_paths()[-1]}"
-    )
-    print(markdown(rows))
+            exported = export_and_quantize(name, Path(tmp))
+            for t in args.threads:
+                peers, ours = peers_for(exported, t, args.isa, args.torch)
+                names = list(peers)
+                for b in args.batches:
+                    x = np.random.default_rng(b).standard_normal((b, 3, 224, 224), dtype=np.float32)
+                    rounds = args.rounds if b == 1 else max(3, args.rounds // 4)
+                    ms = interleaved_ms({k: (lambda f=f, x=x: f(x)) for k, f in peers.items()}, rounds)
+                    rows.append({"model": name, "batch": b, "threads": t, **ms})
+                    print(f"  {name} b{b} t{t}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in ms.items()), flush=True)
+                    if args.layers and layers is None and b == 1 and t == 1:
+                        try:
+                            peak = kernels.peak_gops(path)
+                        except InferenceError:  # a path without a peak loop (portable, amx)
+                            peak = float("nan")
+                        layers = (name, layer_table(ours, x, path, peak, args.rounds))
+    print(f"\nmachine: {describe(path)}")
+    print(markdown(rows, names))
+    if layers:
+        print(f"\nper layer, {layers[0]}, batch 1, 1 thread, path {path}:\n{layers[1]}")
 
 
 if __name__ == "__main__":
