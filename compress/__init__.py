@@ -25,6 +25,7 @@ from compress.errors import (
     DataError,
     DistillationError,
     ExportError,
+    ModelFileError,
     PruningError,
     QuantizationError,
     RecipeError,
@@ -41,6 +42,8 @@ _LAZY = {
     "sensitivity_analysis": "compress.pruning",
     "distill": "compress.distillation",
     "evaluate": "compress.evaluation",
+    "save": "compress.serialize",
+    "load": "compress.serialize",
 }
 
 __all__ = [
@@ -48,6 +51,7 @@ __all__ = [
     "DataError",
     "DistillationError",
     "ExportError",
+    "ModelFileError",
     "PruningError",
     "QuantizationError",
     "RecipeError",

@@ -56,6 +56,10 @@ class DataError(CompressError):
     """A data set could not be found or read."""
 
 
+class ModelFileError(CompressError):
+    """compress.save / compress.load: the model file or its architecture cannot be written or rebuilt."""
+
+
 # Most specific first: the first matching source wins.
 _TRANSLATIONS: list[tuple[type[BaseException], type[CompressError]]] = [
     (QuantError, QuantizationError),

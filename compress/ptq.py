@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from compress.errors import QuantizationError, translate_errors
+from compress.serialize import records_provenance
 from quant import QConfig, QuantSpec, calibrate, freeze, make_observer, prepare, split_batch
 from quant.eager import prepare_leaves
 from quant.observers import OBSERVERS
@@ -78,6 +79,7 @@ def first_example(loader: Iterable) -> tuple[tuple, dict]:
     raise QuantizationError("the calibration loader is empty: it yielded no batch")
 
 
+@records_provenance
 @translate_errors
 def quantize(
     model: nn.Module,
