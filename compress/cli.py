@@ -10,6 +10,7 @@ half of one.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 from pathlib import Path
 
@@ -18,12 +19,24 @@ from compress.errors import CompressError
 EXIT_ERROR, EXIT_INTERRUPT = 1, 130
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("compress")
+    except importlib.metadata.PackageNotFoundError:  # a source checkout that was never installed
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
+    from compress.recipe import schema_help
+
     parser = argparse.ArgumentParser(prog="compress", description="Model compression recipes: prune, distill, "
                                      "quantize, export, evaluate.")
+    parser.add_argument("--version", action="version", version=f"compress {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a recipe's stages in order")
-    validate = sub.add_parser("validate", help="check a recipe without running it")
+    run = sub.add_parser("run", help="run a recipe's stages in order", epilog=schema_help(),
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    validate = sub.add_parser("validate", help="check a recipe without running it", epilog=schema_help(),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     for p in (run, validate):
         p.add_argument("recipe", type=Path, help="the recipe YAML file")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -53,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from compress import distributed, pipeline
 
-        distributed.init_from_env()
         out = _output_folder(recipe, args.out)
+        if distributed.is_writer():
+            pipeline.check_output_folder(out)  # before any work: not after an hour of training
+        distributed.init_from_env()
         log = print if distributed.is_writer() else (lambda _msg: None)
         pipeline.run(recipe, out, resume=args.resume, progress=not args.quiet, log=log)
         if distributed.is_writer():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import random
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -22,8 +23,8 @@ import numpy as np
 import torch
 
 from compress import distributed
-from compress.errors import RecipeError
-from compress.recipe import Recipe
+from compress.errors import CompressError, RecipeError, translate_errors
+from compress.recipe import Recipe, Stage
 from compress.sources import build_loaders, build_model, conform_to_state_dict, save_model
 from compress.stages import STAGES, RunState, prepare_quantized
 from export.atomic import write_atomic
@@ -52,10 +53,21 @@ def _example(recipe: Recipe, loader: Iterable) -> torch.Tensor:
     return x[:1].clone()
 
 
+def check_output_folder(out: Path) -> None:
+    """Create the output folder and prove it writable before any work starts: a path under a
+    file or a read-only folder fails now, not after an hour of training."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise CompressError(f"output folder {out}: not a writable folder ({exc.strerror or exc})") from None
+
+
 def initial_state(recipe: Recipe, out: Path, progress: bool) -> RunState:
     seed_everything(recipe.seed, ())
-    train, test = build_loaders(recipe.data, recipe.base, recipe.seed)
-    model = build_model(recipe.model, recipe.base)
+    train, test = build_loaders(recipe.data, recipe.base, recipe.seed, at=recipe.at)
+    model = build_model(recipe.model, recipe.base, at=recipe.at)
     return RunState(recipe=recipe, out=out, progress=progress, train_loader=train, test_loader=test,
                     example=_example(recipe, test), model=model)
 
@@ -74,9 +86,12 @@ def save_checkpoint(state: RunState, done: int) -> None:
 
 
 def _restore_module(state: RunState, saved: dict[str, torch.Tensor]) -> torch.nn.Module:
-    model = build_model(state.recipe.model, state.recipe.base)
+    model = build_model(state.recipe.model, state.recipe.base, at=state.recipe.at)
     conform_to_state_dict(model, saved).load_state_dict(saved)
     return model.eval()
+
+
+_CHECKPOINT_KEYS = {"format", "fingerprint", "done", "model", "teacher", "qmodel", "artifacts", "info"}
 
 
 def load_checkpoint(state: RunState) -> int:
@@ -84,20 +99,49 @@ def load_checkpoint(state: RunState) -> int:
     path = state.out / CHECKPOINT
     if not path.is_file():
         return 0
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, corrupt, or pickled objects weights_only refuses
+        raise CompressError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0]}); delete it or run "
+                            "without --resume") from None
+    if not isinstance(ck, dict) or not _CHECKPOINT_KEYS <= ck.keys():
+        raise CompressError(f"{path}: not a checkpoint written by compress run; delete it or run without --resume")
     if ck.get("format") != FORMAT or ck.get("fingerprint") != state.recipe.fingerprint():
         raise RecipeError(f"{path} was written by a different recipe (or --set values); run without --resume "
                           f"or with another --out")
-    state.model = _restore_module(state, ck["model"])
-    if ck["teacher"] is not None:
-        state.teacher = _restore_module(state, ck["teacher"])
-    if ck["qmodel"] is not None:
-        stage = next(s for s in state.recipe.stages[: ck["done"]] if s.name == "quantize")
-        qmodel = prepare_quantized(state, stage.options, max_batches=1, progress=False)
-        qmodel.load_state_dict(ck["qmodel"])
-        state.qmodel = qmodel.eval()
-    state.artifacts, state.info = dict(ck["artifacts"]), dict(ck["info"])
-    return ck["done"]
+    done = ck["done"]
+    if not isinstance(done, int) or not 0 <= done <= len(state.recipe.stages):
+        raise CompressError(f"{path}: records {done!r} finished stages; delete it or run without --resume")
+    try:
+        state.model = _restore_module(state, ck["model"])
+        if ck["teacher"] is not None:
+            state.teacher = _restore_module(state, ck["teacher"])
+        if ck["qmodel"] is not None:
+            stage = next(s for s in state.recipe.stages[:done] if s.name == "quantize")
+            qmodel = prepare_quantized(state, stage.options, max_batches=1, progress=False)
+            qmodel.load_state_dict(ck["qmodel"])
+            state.qmodel = qmodel.eval()
+        state.artifacts, state.info = dict(ck["artifacts"]), dict(ck["info"])
+    except CompressError:
+        raise
+    except Exception as exc:  # tensors of other shapes, a qmodel without a quantize stage, ...
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise CompressError(f"{path}: does not restore this recipe's models ({type(exc).__name__}: {first}); "
+                            "delete it or run without --resume") from None
+    return done
+
+
+def _run_stage(state: RunState, stage: Stage) -> None:
+    """One stage; whatever fails inside it is a CompressError naming the recipe's stage."""
+    at = state.recipe.at("stages", stage.index, stage.name)
+    try:
+        translate_errors(STAGES[stage.name])(state, stage)
+    except CompressError as exc:
+        if str(exc).startswith(str(state.recipe.source)):
+            raise
+        raise type(exc)(f"{at}: {exc}") from exc
+    except Exception as exc:  # a bug or a user callable failing: still one line naming the stage
+        raise CompressError(f"{at}: failed: {type(exc).__name__}: {exc}") from exc
 
 
 def run(
@@ -106,7 +150,7 @@ def run(
 ) -> RunState:
     """Run every stage not yet done; returns the final state."""
     if distributed.is_writer():
-        out.mkdir(parents=True, exist_ok=True)
+        check_output_folder(out)
     distributed.barrier()
     state = initial_state(recipe, out, progress)
     done = load_checkpoint(state) if resume else 0
@@ -117,7 +161,7 @@ def run(
         log(f"[{stage.index + 1}/{len(recipe.stages)}] {stage.name}")
         seed_everything(recipe.seed * 1000 + stage.index, (state.train_loader, state.test_loader))
         t0 = time.perf_counter()
-        STAGES[stage.name](state, stage)
+        _run_stage(state, stage)
         timings.append({"stage": stage.name, "index": stage.index, "seconds": round(time.perf_counter() - t0, 3)})
         if distributed.is_writer():
             save_checkpoint(state, stage.index + 1)

@@ -10,9 +10,10 @@ stage fails in a second instead of after an hour of training.
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,30 +21,92 @@ from typing import Any
 import yaml
 
 from compress.errors import RecipeError
-from compress.sources import DATA_SOURCE_KINDS, check_data_source, check_model_source
+from compress.sources import DATA_SOURCE_KINDS, check_data_source, check_model_source, factory_kwargs_problem
 
 Path_ = tuple[str | int, ...]
 _REQUIRED = object()
 
 
 # --- YAML with line numbers -------------------------------------------------------------------
-def _to_python(node: yaml.Node, path: Path_, lines: dict[Path_, int], where: str) -> Any:
-    """Plain Python values from a composed node, recording each path's 1-based line."""
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            key = yaml.SafeLoader("").construct_object(key_node)
-            if not isinstance(key, str):
-                raise RecipeError(f"{where}:{key_node.start_mark.line + 1}: {format_path(path)}: keys must be strings")
-            if key in out:
-                raise RecipeError(f"{where}:{key_node.start_mark.line + 1}: {format_path((*path, key))}: duplicate key")
-            out[key] = _to_python(value_node, (*path, key), lines, where)
-            lines[(*path, key)] = key_node.start_mark.line + 1
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_to_python(item, (*path, i), lines, where) for i, item in enumerate(node.value)]
-    return yaml.SafeLoader("").construct_object(node)
+MAX_RECIPE_BYTES = 1 << 20
+MAX_VALUES = 100_000  # values after alias expansion: a "billion laughs" recipe is refused, not expanded
+MAX_DEPTH = 64
+
+Origins = dict[Path_, str]
+"""Key path -> where its value was written: ``file:line`` or ``--set 'key=value'``."""
+
+
+class _Composer:
+    """Plain Python values from a composed YAML node, recording where each key path was written.
+
+    Aliases are followed, but an alias that contains itself is refused (it would expand
+    forever), and so is a document that expands to more than MAX_VALUES values or nests deeper
+    than MAX_DEPTH."""
+
+    def __init__(self, where: str, origins: Origins, origin_of: Callable[[yaml.Node], str] | None = None) -> None:
+        self.where, self.origins, self.count = where, origins, 0
+        self.origin_of = origin_of or (lambda node: f"{where}:{node.start_mark.line + 1}")
+        self.active: set[int] = set()
+
+    def _scalar(self, node: yaml.Node, path: Path_) -> Any:
+        try:
+            return yaml.SafeLoader("").construct_object(node)
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise RecipeError(f"{self.origin_of(node)}: {format_path(path)}: invalid value ({problem})") from None
+
+    def convert(self, node: yaml.Node, path: Path_) -> Any:
+        self.origins.setdefault(path, self.origin_of(node))
+        self.count += 1
+        if self.count > MAX_VALUES or len(path) > MAX_DEPTH:
+            raise RecipeError(f"{self.origin_of(node)}: {format_path(path)}: the recipe expands to more than "
+                              f"{MAX_VALUES} values or nests deeper than {MAX_DEPTH} (YAML aliases?)")
+        if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            return self._scalar(node, path)
+        if id(node) in self.active:
+            raise RecipeError(f"{self.origin_of(node)}: {format_path(path)}: recursive YAML alias (an anchor "
+                              "that contains itself)")
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return [self.convert(item, (*path, i)) for i, item in enumerate(node.value)]
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise RecipeError(f"{self.origin_of(key_node)}: {format_path(path)}: keys must be strings")
+                key = self._scalar(key_node, path)
+                if not isinstance(key, str):
+                    raise RecipeError(f"{self.origin_of(key_node)}: {format_path(path)}: keys must be strings")
+                if key in out:
+                    raise RecipeError(f"{self.origin_of(key_node)}: {format_path((*path, key))}: duplicate key")
+                self.origins[(*path, key)] = self.origin_of(key_node)
+                out[key] = self.convert(value_node, (*path, key))
+            return out
+        finally:
+            self.active.discard(id(node))
+
+
+def _yaml_error(exc: yaml.YAMLError, where: str) -> RecipeError:
+    """``file:line:column: invalid YAML: problem``, at the construct the parser was reading
+    (its context mark: the unclosed bracket, the key missing its colon), not the token after."""
+    marks = [m for m in (getattr(exc, "context_mark", None), getattr(exc, "problem_mark", None)) if m is not None]
+    mark = min(marks, key=lambda m: (m.line, m.column)) if marks else None
+    at = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    return RecipeError(f"{where}{at}: invalid YAML: {problem}" + (f" ({context})" if context else ""))
+
+
+def compose_yaml(text: str, where: str, origins: Origins,
+                 origin_of: Callable[[yaml.Node], str] | None = None) -> Any:
+    """Parse YAML text into plain values, filling ``origins``; every failure is a RecipeError."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, where) from None
+    except RecursionError:
+        raise RecipeError(f"{where}: invalid YAML: nested too deeply") from None
+    return _Composer(where, origins, origin_of).convert(root, ()) if root is not None else None
 
 
 def format_path(path: Path_) -> str:
@@ -54,39 +117,80 @@ def format_path(path: Path_) -> str:
     return text or "<recipe>"
 
 
+def origin(origins: Mapping[Path_, str], path: Path_, default: str) -> str:
+    """Where ``path`` (or its nearest written ancestor) came from."""
+    probe = path
+    while probe and probe not in origins:
+        probe = probe[:-1]
+    return origins.get(probe, default)
+
+
+def did_you_mean(word: object, options: Iterable[object]) -> str:
+    """`` did you mean 'x'?`` for the closest option (difflib), or nothing when none is close."""
+    names = [str(o) for o in options]
+    close = difflib.get_close_matches(str(word), names, n=1, cutoff=0.6)
+    return f" did you mean {close[0]!r}?" if close else ""
+
+
 # --- schema -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Field:
-    """One key: accepted types, default (``_REQUIRED`` if none), allowed values, extra check.
+class Range:
+    """The documented range of a numeric key; ``open_low`` excludes the lower bound.
 
-    ``check`` returns a problem description or None; it runs only on well-typed values.
-    """
+    NaN fails every comparison, so it is outside every range."""
+
+    low: float
+    high: float
+    open_low: bool = False
+    open_high: bool = False
+
+    def __str__(self) -> str:
+        def fmt(v: float) -> str:
+            return f"{v:g}" if isinstance(v, float) else str(v)
+
+        return f"{'(' if self.open_low else '['}{fmt(self.low)}, {fmt(self.high)}{')' if self.open_high else ']'}"
+
+    def contains(self, value: float) -> bool:
+        above = value > self.low if self.open_low else value >= self.low
+        below = value < self.high if self.open_high else value <= self.high
+        return bool(above and below)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One key: accepted types, default (``_REQUIRED`` if none), allowed values or numeric
+    range, an extra check and a one-line description for ``compress run --help``.
+
+    ``check`` returns a problem description or None; it runs only on well-typed values."""
 
     types: tuple[type, ...]
     default: Any = _REQUIRED
     choices: tuple | None = None
     check: Callable[[Any, Path], str | None] | None = None
+    range: Range | None = None
+    help: str = ""
 
-
-def _positive(value: Any, _base: Path) -> str | None:
-    return None if value is None or value > 0 else f"must be > 0, got {value}"
-
-
-def _non_negative(value: Any, _base: Path) -> str | None:
-    return None if value is None or value >= 0 else f"must be ≥ 0, got {value}"
-
-
-def _fraction(value: Any, _base: Path) -> str | None:
-    return None if 0.0 <= value < 1.0 else f"must be in [0, 1), got {value}"
-
-
-def _percent(value: Any, _base: Path) -> str | None:
-    return None if 50 < value <= 100 else f"must be in (50, 100], got {value}"
+    def describe(self) -> str:
+        """``int in [1, 1024], default 1``: what --help prints for the key."""
+        names = "|".join("null" if t is type(None) else t.__name__ for t in self.types)
+        text = names.replace("int|float", "number")
+        if self.choices is not None:
+            text = " | ".join(map(str, self.choices))
+        if self.range is not None:
+            text += f" in {self.range}"
+        if self.default is not _REQUIRED:
+            text += f", default {self.default!r}"
+        else:
+            text += ", required"
+        return text + (f": {self.help}" if self.help else "")
 
 
 def _shape(value: Any, _base: Path) -> str | None:
-    ok = value is None or (value and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value))
-    return None if ok else f"must be a list of positive integers, got {value}"
+    ok = value is None or (
+        value and len(value) <= 8
+        and all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= 65536 for d in value)
+    )
+    return None if ok else f"must be a list of at most 8 integers in [1, 65536], got {value}"
 
 
 def _strings(value: Any, _base: Path) -> str | None:
@@ -109,82 +213,108 @@ def _existing_file(value: Any, base: Path) -> str | None:
 
 NUM = (int, float)
 OPT_INT = (int, type(None))
+EPOCHS = Range(1, 10_000)
+LR = Range(0.0, 10.0, open_low=True)
+BATCHES = Range(1, 1_000_000)
+STEPS = Range(0, 1_000_000_000)
 
 MODEL_SCHEMA: dict[str, Field] = {
-    "source": Field((str,), check=_model_source),
-    "kwargs": Field((dict,), {}),
-    "weights": Field((str, type(None)), None, check=_existing_file),
-    "input_shape": Field((list, type(None)), None, check=_shape),
+    "source": Field((str,), check=_model_source, help="torchvision name, package.module:factory or a model file"),
+    "kwargs": Field((dict,), {}, help="keyword arguments of the factory"),
+    "weights": Field((str, type(None)), None, check=_existing_file, help="a state_dict file to load"),
+    "input_shape": Field((list, type(None)), None, check=_shape, help="one sample's shape, e.g. [3, 224, 224]"),
 }
 DATA_SCHEMA: dict[str, Field] = {
-    "source": Field((str,), check=_data_source),
-    "batch_size": Field((int,), 64, check=_positive),
-    "test_size": Field((int,), 1000, check=_positive),
-    "image_size": Field((int,), 224, check=_positive),
-    "val_fraction": Field(NUM, 0.2, check=_fraction),
-    "kwargs": Field((dict,), {}),
+    "source": Field((str,), check=_data_source, help="mnist5k, an ImageFolder directory or package.module:factory"),
+    "batch_size": Field((int,), 64, range=Range(1, 65536)),
+    "test_size": Field((int,), 1000, range=Range(1, 10_000_000)),
+    "image_size": Field((int,), 224, range=Range(1, 4096), help="ImageFolder: resize and crop to this"),
+    "val_fraction": Field(NUM, 0.2, range=Range(0.0, 1.0, open_high=True), help="ImageFolder without val/"),
+    "kwargs": Field((dict,), {}, help="keyword arguments of a data factory"),
 }
-TRAIN_SCHEMA = {"epochs": Field((int,), 4, check=_positive), "lr": Field(NUM, 3e-3, check=_positive)}
+TRAIN_SCHEMA = {"epochs": Field((int,), 4, range=EPOCHS), "lr": Field(NUM, 3e-3, range=LR)}
 STAGE_SCHEMAS: dict[str, dict[str, Field]] = {
     "train": TRAIN_SCHEMA,
     "fine_tune": TRAIN_SCHEMA,
     "prune": {
-        "amount": Field(NUM, check=_fraction),
-        "structured": Field((bool,), False),
+        "amount": Field(NUM, range=Range(0.0, 1.0, open_high=True), help="fraction of weights or channels"),
+        "structured": Field((bool,), False, help="remove whole channels"),
         "importance": Field((str,), "l1", choices=("l1", "l2", "taylor", "bn_gamma")),
         "scope": Field((str,), "global", choices=("global", "layer")),
-        "protect": Field((list,), [], check=_strings),
+        "protect": Field((list,), [], check=_strings, help="module names never pruned"),
         "schedule": Field((str,), "oneshot", choices=("oneshot", "agp", "iterative")),
-        "steps": Field((int,), 1, check=_positive),
-        "fine_tune_epochs": Field((int,), 0, check=_non_negative),
-        "lr": Field(NUM, 3e-3, check=_positive),
+        "steps": Field((int,), 1, range=Range(1, 1000)),
+        "fine_tune_epochs": Field((int,), 0, range=Range(0, 10_000)),
+        "lr": Field(NUM, 3e-3, range=LR),
     },
     "distill": {
-        "teacher": Field((str, dict), "before_prune"),
+        "teacher": Field((str, dict), "before_prune", help="'before_prune' or a model mapping"),
         "loss": Field((str,), "kd", choices=("kd", "dkd")),
-        "epochs": Field((int,), 3, check=_positive),
-        "lr": Field(NUM, 3e-3, check=_positive),
+        "epochs": Field((int,), 3, range=EPOCHS),
+        "lr": Field(NUM, 3e-3, range=LR),
     },
     "quantize": {
         "mode": Field((str,), "ptq", choices=("ptq", "qat")),
         "method": Field((str,), "minmax", choices=("minmax", "percentile", "kl", "mse")),
         "per_channel": Field((bool,), True),
         "weight_bits": Field((int,), 8, choices=tuple(range(2, 9))),
-        "weight_range": Field((str,), "full", choices=("full", "reduced")),
+        "weight_range": Field((str,), "full", choices=("full", "reduced"),
+                              help="'reduced': 7-bit weights for ONNX Runtime on CPUs without VNNI"),
         "activation_dtype": Field((str,), "uint8", choices=("uint8", "int8")),
-        "percentile": Field(NUM, 99.99, check=_percent),
-        "max_batches": Field(OPT_INT, 16, check=_positive),
-        "skip": Field((list,), [], check=_strings),
-        "epochs": Field((int,), 2, check=_positive),
-        "lr": Field(NUM, 1e-3, check=_positive),
-        "freeze_bn_after": Field(OPT_INT, None, check=_non_negative),
-        "freeze_observers_after": Field(OPT_INT, None, check=_non_negative),
-        "learnable_scales": Field((bool,), False),
+        "percentile": Field(NUM, 99.99, range=Range(50.0, 100.0, open_low=True)),
+        "max_batches": Field(OPT_INT, 16, range=BATCHES, help="calibration batches (null: all)"),
+        "skip": Field((list,), [], check=_strings, help="module names kept in float"),
+        "epochs": Field((int,), 2, range=EPOCHS, help="qat only"),
+        "lr": Field(NUM, 1e-3, range=LR, help="qat only"),
+        "freeze_bn_after": Field(OPT_INT, None, range=STEPS, help="qat only: steps"),
+        "freeze_observers_after": Field(OPT_INT, None, range=STEPS, help="qat only: steps"),
+        "learnable_scales": Field((bool,), False, help="qat only"),
     },
     "export": {
         "format": Field((str,), "qdq", choices=("qdq", "qoperator")),
-        "opset": Field(OPT_INT, None, check=lambda v, _b: None if v is None or 13 <= v <= 21 else "must be in 13..21"),
-        "fp32": Field((bool,), True),
+        "opset": Field(OPT_INT, None, range=Range(13, 21)),
+        "fp32": Field((bool,), True, help="also write the float model"),
     },
     "evaluate": {
         "accuracy": Field((bool,), True),
-        "max_batches": Field(OPT_INT, None, check=_positive),
+        "max_batches": Field(OPT_INT, None, range=BATCHES),
         "latency": Field((bool,), True),
-        "latency_batch": Field((int,), 1, check=_positive),
-        "repeats": Field((int,), 20, check=_positive),
-        "threads": Field((int,), 1, check=_positive),
+        "latency_batch": Field((int,), 1, range=Range(1, 1024)),
+        "repeats": Field((int,), 20, range=Range(1, 100_000)),
+        "threads": Field((int,), 1, range=Range(1, 1024)),
     },
     "report": {"plot": Field((bool,), True)},
 }
 QAT_ONLY = ("epochs", "lr", "freeze_bn_after", "freeze_observers_after", "learnable_scales")
 TOP_SCHEMA: dict[str, Field] = {
-    "name": Field((str, type(None)), None),
-    "seed": Field((int,), 0),
-    "output": Field((str, type(None)), None),
-    "model": Field((dict,)),
-    "data": Field((dict,)),
-    "stages": Field((list,)),
+    "name": Field((str, type(None)), None, help="null: the file's name"),
+    "seed": Field((int,), 0, range=Range(0, 2**31 - 1)),
+    "output": Field((str, type(None)), None, help="output folder; null: runs/<name>"),
+    "model": Field((dict,), help="a mapping: source, kwargs, weights, input_shape"),
+    "data": Field((dict,), help="a mapping: source, batch_size, ..."),
+    "stages": Field((list,), help="the stages in order"),
 }
+
+
+def stage_schema(name: str, mode: str | None = None) -> dict[str, Field]:
+    """The keys a stage accepts; a PTQ quantize stage does not offer the QAT-only keys."""
+    schema = STAGE_SCHEMAS[name]
+    if name == "quantize" and mode == "ptq":
+        return {k: v for k, v in schema.items() if k not in QAT_ONLY}
+    return schema
+
+
+def schema_help() -> str:
+    """Every stage and key with its type, range or choices and default (``compress run --help``)."""
+    lines = ["recipe keys (type in range, default):"]
+    for title, schema in (("top level", TOP_SCHEMA), ("model", MODEL_SCHEMA), ("data", DATA_SCHEMA)):
+        lines.append(f"  {title}:")
+        lines += [f"    {k}: {f.describe()}" for k, f in schema.items()]
+    lines.append("stages, in this order where present: " + ", ".join(STAGE_SCHEMAS))
+    for name, schema in STAGE_SCHEMAS.items():
+        lines.append(f"  {name}:")
+        lines += [f"    {k}: {f.describe()}" for k, f in schema.items()]
+    return "\n".join(lines)
 
 
 # --- the validated recipe -------------------------------------------------------------------
@@ -209,10 +339,15 @@ class Recipe:
     data: dict[str, Any]
     stages: list[Stage]
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
+    origins: Origins = field(repr=False, default_factory=dict)
 
     @property
     def base(self) -> Path:
         return self.source.parent
+
+    def at(self, *path: str | int) -> str:
+        """``file:line: key.path`` (or ``--set '...': key.path``): the prefix of an error about a key."""
+        return f"{origin(self.origins, path, str(self.source))}: {format_path(path)}"
 
     def fingerprint(self) -> str:
         """Hash of everything that affects results; a checkpoint only resumes the same recipe."""
@@ -221,24 +356,21 @@ class Recipe:
 
 
 class _Validator:
-    """Walks the Python tree with the line map, collecting values with defaults filled in."""
+    """Walks the Python tree with the origin map, collecting values with defaults filled in."""
 
-    def __init__(self, where: str, lines: Mapping[Path_, int], base: Path) -> None:
-        self.where, self.lines, self.base = where, lines, base
+    def __init__(self, where: str, origins: Origins, base: Path) -> None:
+        self.where, self.origins, self.base = where, origins, base
 
     def error(self, path: Path_, problem: str) -> RecipeError:
-        probe = path
-        while probe and probe not in self.lines:
-            probe = probe[:-1]
-        line = self.lines.get(probe, 1)
-        return RecipeError(f"{self.where}:{line}: {format_path(path)}: {problem}")
+        return RecipeError(f"{origin(self.origins, path, f'{self.where}:1')}: {format_path(path)}: {problem}")
 
     def mapping(self, value: Any, schema: Mapping[str, Field], path: Path_) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise self.error(path, f"must be a mapping, got {type(value).__name__}")
         unknown = [k for k in value if k not in schema]
         if unknown:
-            raise self.error((*path, unknown[0]), f"unknown key; expected one of {sorted(schema)}")
+            hint = did_you_mean(unknown[0], schema)
+            raise self.error((*path, unknown[0]), f"unknown key;{hint} expected one of {sorted(schema)}")
         out: dict[str, Any] = {}
         for key, spec in schema.items():
             if key not in value:
@@ -255,10 +387,20 @@ class _Validator:
             names = " or ".join("null" if t is type(None) else t.__name__ for t in spec.types)
             raise self.error(path, f"must be {names}, got {type(value).__name__} {value!r}")
         if spec.choices is not None and value not in spec.choices:
-            raise self.error(path, f"unknown value {value!r}; choose one of {list(spec.choices)}")
+            hint = did_you_mean(value, spec.choices)
+            raise self.error(path, f"unknown value {value!r};{hint} choose one of {list(spec.choices)}")
+        if spec.range is not None and value is not None and not spec.range.contains(value):
+            raise self.error(path, f"must be in {spec.range}, got {value!r}")
         if spec.check is not None and (problem := spec.check(value, self.base)):
             raise self.error(path, problem)
         return value
+
+    def kwargs(self, spec: dict[str, Any], path: Path_) -> None:
+        """The factory must accept the recipe's kwargs: a mismatch is an error on that key."""
+        problem = factory_kwargs_problem(spec["source"], spec["kwargs"])
+        if problem is not None:
+            key, text = problem
+            raise self.error((*path, "kwargs", key) if key else (*path, "kwargs"), text)
 
     def stage(self, item: Any, index: int) -> Stage:
         path: Path_ = ("stages", index)
@@ -268,14 +410,17 @@ class _Validator:
             raise self.error(path, "each stage is a mapping with one key, the stage name, e.g. '- train: {epochs: 2}'")
         (name, options), = item.items()
         if name not in STAGE_SCHEMAS:
-            raise self.error((*path, name), f"unknown stage; choose one of {list(STAGE_SCHEMAS)}")
-        opts = self.mapping({} if options is None else options, STAGE_SCHEMAS[name], (*path, name))
-        if name == "quantize" and opts["mode"] == "ptq":
-            given = options or {}
+            hint = did_you_mean(name, STAGE_SCHEMAS)
+            raise self.error((*path, name), f"unknown stage;{hint} choose one of {list(STAGE_SCHEMAS)}")
+        given = {} if options is None else options
+        mode = given.get("mode", "ptq") if isinstance(given, dict) else None
+        if name == "quantize" and mode == "ptq":
             if extra := [k for k in QAT_ONLY if k in given]:
                 raise self.error((*path, name, extra[0]), "only applies to mode: qat")
+        opts = self.mapping(given, stage_schema(name, mode if isinstance(mode, str) else None), (*path, name))
         if name == "distill" and isinstance(opts["teacher"], dict):
             opts["teacher"] = self.mapping(opts["teacher"], MODEL_SCHEMA, (*path, name, "teacher"))
+            self.kwargs(opts["teacher"], (*path, name, "teacher"))
         elif name == "distill" and opts["teacher"] != "before_prune":
             raise self.error((*path, name, "teacher"), "must be 'before_prune' or a model mapping (source, ...)")
         return Stage(name, opts, index)
@@ -298,45 +443,55 @@ class _Validator:
             seen.setdefault(st.name, st.index)
 
 
-def parse_set(assignments: list[str]) -> list[tuple[Path_, Any]]:
-    """``--set stages.1.quantize.method=kl`` → ((stages, 1, quantize, method), 'kl'); values are YAML."""
+# --- --set overrides ------------------------------------------------------------------------
+def parse_set(assignments: list[str]) -> list[tuple[Path_, Any, str]]:
+    """``--set stages.1.quantize.method=kl`` → ((stages, 1, quantize, method), 'kl', origin).
+
+    Values are YAML (``--set model.kwargs={width: 8}``); every problem names the --set argument."""
     out = []
     for item in assignments:
+        at = f"--set {item!r}"
         key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise RecipeError(f"--set {item!r}: expected key.path=value")
+        if not sep or not key.strip():
+            raise RecipeError(f"{at}: expected key.path=value")
         parts: list[str | int] = []
-        for part in key.replace("[", ".").replace("]", "").split("."):
+        for part in key.strip().replace("[", ".").replace("]", "").split("."):
             if not part:
-                raise RecipeError(f"--set {item!r}: empty part in key path")
-            parts.append(int(part) if part.isdigit() else part)
-        out.append((tuple(parts), yaml.safe_load(text) if text else None))
+                raise RecipeError(f"{at}: empty part in key path")
+            parts.append(int(part) if part.isascii() and part.isdigit() else part)
+        scratch: Origins = {}
+        value = compose_yaml(text, at, scratch, origin_of=lambda _node, at=at: at) if text else None
+        out.append((tuple(parts), value, at))
     return out
 
 
-def apply_overrides(tree: dict[str, Any], overrides: list[tuple[Path_, Any]], lines: dict[Path_, int]) -> None:
-    """Set each value in place; intermediate mappings are created, list indices must exist."""
-    for path, value in overrides:
+def apply_overrides(tree: dict[str, Any], overrides: list[tuple[Path_, Any, str]], origins: Origins) -> None:
+    """Set each value in place; intermediate mappings are created, list indices must exist.
+    The overridden key, and everything under it, is attributed to its --set argument."""
+    for path, value, at in overrides:
         node: Any = tree
         for i, part in enumerate(path[:-1]):
             if isinstance(node, list):
                 if not isinstance(part, int) or not 0 <= part < len(node):
-                    raise RecipeError(f"--set {format_path(path)}: no list item {part!r} at {format_path(path[:i])}")
+                    raise RecipeError(f"{at}: no list item {part!r} at {format_path(path[:i])}")
                 node = node[part]
             elif isinstance(node, dict):
                 if node.get(part) is None:
                     node[part] = {}
+                    origins[path[: i + 1]] = at
                 node = node[part]
             else:
-                raise RecipeError(f"--set {format_path(path)}: {format_path(path[:i])} is not a mapping or list")
+                raise RecipeError(f"{at}: {format_path(path[:i])} is not a mapping or list")
         last = path[-1]
         if isinstance(node, list):
             if not isinstance(last, int) or not 0 <= last < len(node):
-                raise RecipeError(f"--set {format_path(path)}: no list item {last!r}")
+                raise RecipeError(f"{at}: no list item {last!r} at {format_path(path[:-1])}")
         elif not isinstance(node, dict):
-            raise RecipeError(f"--set {format_path(path)}: parent is not a mapping or list")
+            raise RecipeError(f"{at}: {format_path(path[:-1])} is not a mapping or list")
         node[last] = value
-        lines.setdefault(path, lines.get(path[:-1], 1))
+        for stale in [p for p in origins if p[: len(path)] == path]:
+            del origins[stale]
+        origins[path] = at
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
@@ -346,26 +501,34 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise RecipeError(f"recipe not found: {source}")
     where = str(source)
     try:
-        root = yaml.compose(source.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise RecipeError(f"{where}{line}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
-    lines: dict[Path_, int] = {}
-    tree = _to_python(root, (), lines, where) if root is not None else {}
-    apply_overrides(tree, parse_set(overrides or []), lines)
-    v = _Validator(where, lines, source.parent)
+        if source.stat().st_size > MAX_RECIPE_BYTES:
+            raise RecipeError(f"{where}: larger than {MAX_RECIPE_BYTES} bytes; not a recipe")
+        text = source.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"{where}: cannot be read as UTF-8 text ({exc})") from None
+    origins: Origins = {}
+    tree = compose_yaml(text, where, origins)
+    if tree is None:
+        tree = {}
+    if not isinstance(tree, dict):
+        at = origin(origins, (), where + ":1")
+        raise RecipeError(f"{at}: <recipe>: must be a mapping, got {type(tree).__name__}")
+    apply_overrides(tree, parse_set(overrides or []), origins)
+    v = _Validator(where, origins, source.parent)
     top = v.mapping(tree, TOP_SCHEMA, ())
     model = v.mapping(top["model"], MODEL_SCHEMA, ("model",))
+    v.kwargs(model, ("model",))
     data = v.mapping(top["data"], DATA_SCHEMA, ("data",))
+    if ":" in data["source"]:
+        v.kwargs(data, ("data",))
     if not top["stages"]:
         raise v.error(("stages",), "needs at least one stage")
     stages = [v.stage(item, i) for i, item in enumerate(top["stages"])]
     v.order(stages)
     return Recipe(
         source=source, name=top["name"] or source.stem, seed=top["seed"], output=top["output"],
-        model=model, data=data, stages=stages, raw=tree,
+        model=model, data=data, stages=stages, raw=tree, origins=origins,
     )
 
 
-__all__ = ["DATA_SOURCE_KINDS", "Recipe", "Stage", "format_path", "load_recipe", "parse_set"]
+__all__ = ["DATA_SOURCE_KINDS", "Recipe", "Stage", "format_path", "load_recipe", "parse_set", "schema_help"]

@@ -9,7 +9,9 @@ The ``check_*`` functions run during validation and only look things up, never b
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -30,14 +32,52 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 def resolve_import(target: str) -> Callable[..., Any]:
     """``package.module:attr`` → the attribute; errors say which half failed."""
     module_name, _, attr = target.partition(":")
+    if not module_name or not attr or not all(p.isidentifier() for p in (*module_name.split("."), *attr.split("."))):
+        raise RecipeError(f"'{target}' is not an import path of the form package.module:attribute")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise RecipeError(f"cannot import module '{module_name}': {exc}") from None
+    except Exception as exc:  # ImportError, or whatever the module itself raises while importing
+        raise RecipeError(f"cannot import module '{module_name}': {type(exc).__name__}: {exc}") from None
+    value: Any = module
+    for part in attr.split("."):
+        try:
+            value = getattr(value, part)
+        except AttributeError:
+            names = [n for n in dir(module) if not n.startswith("_")]
+            hint = difflib.get_close_matches(attr, names, n=1)
+            suggestion = f"; did you mean '{module_name}:{hint[0]}'?" if hint else ""
+            raise RecipeError(f"module '{module_name}' has no attribute '{attr}'{suggestion}") from None
+    if not callable(value):
+        raise RecipeError(f"'{target}' is a {type(value).__name__}, not a factory")
+    return value
+
+
+def factory_kwargs_problem(source: str, kwargs: dict[str, Any]) -> tuple[str | None, str] | None:
+    """(key, problem) when the factory named by ``source`` cannot take ``kwargs``, else None.
+
+    Only import paths are checked here, by binding the kwargs to the factory's signature
+    (nothing is built); torchvision builders take ``**kwargs`` and are checked when called."""
+    if ":" not in source:
+        return None
     try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise RecipeError(f"module '{module_name}' has no attribute '{attr}'") from None
+        fn = resolve_import(source)
+        signature = inspect.signature(fn)
+    except (RecipeError, TypeError, ValueError):
+        return None  # the source key reports an unresolvable factory; builtins have no signature
+    params = signature.parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    named = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key in kwargs:
+        if key not in named:
+            close = difflib.get_close_matches(key, named, n=1)
+            hint = f" did you mean '{close[0]}'?" if close else ""
+            return key, f"'{source}' takes no argument '{key}';{hint} it takes {named}"
+    try:
+        signature.bind(**kwargs)
+    except TypeError as exc:
+        return None, f"'{source}' cannot be called with these kwargs: {exc}"
+    return None
 
 
 def _torchvision_names() -> list[str]:
@@ -113,31 +153,67 @@ def _load_state(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt file or pickled objects weights_only refuses
-        raise RecipeError(f"cannot load {path} with weights_only=True: {exc}") from None
+        raise RecipeError(f"cannot load {path} with weights_only=True: {str(exc).splitlines()[0]}") from None
 
 
-def build_model(spec: dict[str, Any], base: Path) -> nn.Module:
-    """The float model a validated ``model:`` mapping describes, in eval mode."""
+def _key(*path: str | int) -> str:
+    """A key path as text, for errors about a spec that did not come from a recipe file."""
+    return ".".join(map(str, path))
+
+
+KeyAt = Callable[..., str]
+"""``at("model", "kwargs")`` → the prefix of an error about that key (``Recipe.at`` adds the line)."""
+
+
+def build_model(
+    spec: dict[str, Any], base: Path, at: KeyAt = _key, key: tuple[str | int, ...] = ("model",)
+) -> nn.Module:
+    """The float model a validated ``model:`` mapping describes, in eval mode.
+
+    Failures name the key: a factory refusing the kwargs is an error on ``kwargs``, a factory
+    failing otherwise on ``source``, weights that do not fit on ``weights``."""
     source = spec["source"]
-    if ":" in source:
-        model = resolve_import(source)(**spec["kwargs"])
-    elif source.endswith(MODEL_FILE_SUFFIXES) or os.sep in source:
-        saved = _load_state(base / source)
-        if not isinstance(saved, dict) or not {"model", "state_dict"} <= saved.keys():
-            raise RecipeError(f"{base / source}: not a model file written by compress (keys model, state_dict)")
-        model = build_model(saved["model"], base)
-        conform_to_state_dict(model, saved["state_dict"]).load_state_dict(saved["state_dict"])
-    else:
-        import torchvision
+    try:
+        if ":" in source:
+            model = resolve_import(source)(**spec["kwargs"])
+        elif source.endswith(MODEL_FILE_SUFFIXES) or os.sep in source:
+            saved = _load_state(base / source)
+            if not isinstance(saved, dict) or not {"model", "state_dict"} <= saved.keys():
+                raise RecipeError(f"{base / source}: not a model file written by compress (keys model, state_dict)")
+            model = build_model(saved["model"], base)
+            _load_weights(model, saved["state_dict"], base / source)
+        else:
+            import torchvision
 
-        model = torchvision.models.get_model(source, weights=None, **spec["kwargs"])
+            model = torchvision.models.get_model(source, weights=None, **spec["kwargs"])
+    except RecipeError as exc:
+        raise RecipeError(f"{at(*key, 'source')}: {exc}") from None
+    except TypeError as exc:
+        if "argument" in str(exc):  # unexpected/missing keyword argument of the factory
+            raise RecipeError(f"{at(*key, 'kwargs')}: the model factory refused the kwargs: {exc}") from None
+        raise RecipeError(f"{at(*key, 'source')}: building '{source}' failed: TypeError: {exc}") from None
+    except Exception as exc:  # the user's factory or torchvision raising anything else
+        raise RecipeError(f"{at(*key, 'source')}: building '{source}' failed: {type(exc).__name__}: {exc}") from None
     if not isinstance(model, nn.Module):
-        raise RecipeError(f"model source '{source}' returned {type(model).__name__}, not an nn.Module")
+        raise RecipeError(f"{at(*key, 'source')}: '{source}' returned {type(model).__name__}, not an nn.Module")
     if spec.get("weights"):
         state = _load_state(base / spec["weights"])
         state = state.get("state_dict", state) if isinstance(state, dict) else state
-        conform_to_state_dict(model, state).load_state_dict(state)
+        try:
+            _load_weights(model, state, base / spec["weights"])
+        except RecipeError as exc:
+            raise RecipeError(f"{at(*key, 'weights')}: {exc}") from None
     return model.eval()
+
+
+def _load_weights(model: nn.Module, state: Any, path: Path) -> None:
+    """Load a state_dict (conforming pruned layers first); a mismatch names the file."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise RecipeError(f"{path}: not a state_dict (a mapping of tensors)")
+    try:
+        conform_to_state_dict(model, state).load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError, IndexError) as exc:
+        raise RecipeError(f"{path}: weights do not fit the model: {str(exc).splitlines()[0]}") from None
 
 
 def save_model(model: nn.Module, spec: dict[str, Any], path: Path) -> Path:
@@ -172,27 +248,46 @@ def _image_folder(root: Path, spec: dict[str, Any], seed: int) -> tuple[DataLoad
         transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor(),
         transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ])
-    if (root / "train").is_dir() and (root / "val").is_dir():
-        train_set, test_set = datasets.ImageFolder(root / "train", tf), datasets.ImageFolder(root / "val", tf)
-    else:
-        full = datasets.ImageFolder(root, tf)
-        n_test = max(1, round(len(full) * spec["val_fraction"]))
-        train_set, test_set = random_split(full, [len(full) - n_test, n_test], torch.Generator().manual_seed(seed))
+    try:
+        if (root / "train").is_dir() and (root / "val").is_dir():
+            train_set, test_set = datasets.ImageFolder(root / "train", tf), datasets.ImageFolder(root / "val", tf)
+        else:
+            full = datasets.ImageFolder(root, tf)
+            if len(full) < 2:
+                raise DataError(f"{root}: {len(full)} image(s); a train/test split needs at least 2")
+            n_test = min(len(full) - 1, max(1, round(len(full) * spec["val_fraction"])))
+            train_set, test_set = random_split(full, [len(full) - n_test, n_test],
+                                               torch.Generator().manual_seed(seed))
+    except (FileNotFoundError, OSError) as exc:  # no class folders, no images with known extensions
+        raise DataError(f"{root}: not a usable ImageFolder ({exc})") from None
     g = torch.Generator().manual_seed(seed)
     bs = spec["batch_size"]
     return DataLoader(train_set, batch_size=bs, shuffle=True, generator=g), DataLoader(test_set, batch_size=bs)
 
 
-def build_loaders(spec: dict[str, Any], base: Path, seed: int) -> tuple[DataLoader, DataLoader]:
-    """(train, test) loaders of a validated ``data:`` mapping."""
+def build_loaders(spec: dict[str, Any], base: Path, seed: int, at: KeyAt = _key) -> tuple[Any, Any]:
+    """(train, test) loaders of a validated ``data:`` mapping; failures name the data key."""
     source = spec["source"]
     if source == "mnist5k":
         from compress.data import mnist5k_loaders
 
         return mnist5k_loaders(batch_size=spec["batch_size"], test_size=spec["test_size"], seed=seed)
     if ":" in source:
-        loaders = resolve_import(source)(**spec["kwargs"])
+        try:
+            loaders = resolve_import(source)(**spec["kwargs"])
+        except RecipeError as exc:
+            raise RecipeError(f"{at('data', 'source')}: {exc}") from None
+        except TypeError as exc:
+            if "argument" in str(exc):
+                raise RecipeError(f"{at('data', 'kwargs')}: the data factory refused the kwargs: {exc}") from None
+            raise DataError(f"{at('data', 'source')}: data factory '{source}' failed: TypeError: {exc}") from None
+        except Exception as exc:  # the user's factory raising anything
+            raise DataError(f"{at('data', 'source')}: data factory '{source}' failed: "
+                            f"{type(exc).__name__}: {exc}") from None
         if not (isinstance(loaders, tuple | list) and len(loaders) == 2):
-            raise DataError(f"data factory '{source}' must return (train_loader, test_loader)")
+            raise DataError(f"{at('data', 'source')}: data factory '{source}' must return (train_loader, test_loader)")
         return loaders[0], loaders[1]
-    return _image_folder(base / source, spec, seed)
+    try:
+        return _image_folder(base / source, spec, seed)
+    except DataError as exc:
+        raise DataError(f"{at('data', 'source')}: {exc}") from None

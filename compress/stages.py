@@ -89,7 +89,9 @@ def prune(state: RunState, stage: Stage) -> None:
 
 def distill(state: RunState, stage: Stage) -> None:
     o = stage.options
-    teacher = state.teacher if o["teacher"] == "before_prune" else build_model(o["teacher"], state.recipe.base)
+    teacher = state.teacher if o["teacher"] == "before_prune" else build_model(
+        o["teacher"], state.recipe.base, at=state.recipe.at, key=("stages", stage.index, "distill", "teacher")
+    )
     assert teacher is not None  # recipe validation puts a prune stage before a 'before_prune' teacher
     loader = distributed.shard(state.train_loader, state.recipe.seed + stage.index)
     compress.distill(distributed.wrap(state.model), teacher, loader, loss=o["loss"], epochs=o["epochs"],

@@ -61,7 +61,7 @@ def test_good_recipe_fills_defaults(tmp_path):
         ("- train: {epochs: 1}", "- prune: {amount: 1.5}", ":8: stages[0].prune.amount: must be in [0, 1)"),
         ("- train: {epochs: 1}", "- distill: {epochs: 1}", ":8: stages[0].distill.teacher: 'before_prune' needs"),
         ("data:\n  source: mnist5k\n", "", ":1: <recipe>: missing required key 'data'"),
-        ("name: tiny", "name: [tiny", ":2: invalid YAML"),
+        ("name: tiny", "name: [tiny", ":1:7: invalid YAML"),
     ],
 )
 def test_errors_name_key_path_and_line(tmp_path, old, new, expected):
