@@ -1,13 +1,15 @@
 """Simulation vs ONNX Runtime on the same exported file, and fp32 vs int8 file sizes.
 
-For each model: quantize (minmax PTQ, per-channel int8 weights, uint8 activations),
+For each model and weight range (full 8-bit, and reduced 7-bit, which ONNX Runtime executes
+exactly on CPUs without VNNI): quantize (minmax PTQ, per-channel int8 weights, uint8 activations),
 export QDQ and QOperator files, run each in ONNX Runtime (CPU, default graph
 optimizations, so QDQ groups run as integer kernels) on the 1000 MNIST-5k test
 images and compare with the fake-quant torch model: top-1 agreement, max |Δ logit|
 in output quantization steps, fraction of identical output codes, largest code
 difference. The torchvision models get the MNIST images resized to 32×32 and repeated
 over 3 channels; their weights are random (seed 0) with BatchNorm statistics from 20
-train-mode batches of those images (no weight downloads). Prints markdown.
+train-mode batches of those images (no weight downloads). Prints markdown, headed by the CPU,
+the runtime's ISA path and what the ORT exactness probe found on this machine.
 
     python bench/export_check.py [--out DIR]
 """
@@ -28,7 +30,7 @@ import runtime
 from compress.data import load_mnist5k, mnist5k_loaders
 from compress.models import MnistCNN, train_classifier
 from export import export_float
-from export.validate import compare, ort_session
+from export.validate import compare, ort_session, probe_onnxruntime
 
 
 def to_rgb32(x: torch.Tensor) -> torch.Tensor:
@@ -73,20 +75,21 @@ def main() -> None:
     agree_rows, size_rows = [], []
     for name, (model, train, test) in models(split).items():
         calib = [(train[i : i + 64], None) for i in range(0, 512, 64)]
-        q = compress.quantize(model, calib, progress=False)
         slug = name.split()[0].lower().replace("-", "")
         f32 = export_float(model, out / f"{slug}_fp32.onnx", test[:2]).stat().st_size
         sizes = {}
-        for fmt in ("qdq", "qoperator"):
-            t0 = time.perf_counter()
-            path = compress.export_onnx(q, out / f"{slug}_{fmt}.onnx", test[:2], format=fmt)
-            export_s = time.perf_counter() - t0
-            sizes[fmt] = path.stat().st_size
-            label = fmt.upper() if fmt == "qdq" else "QOperator"
-            for engine, sess in (("ONNX Runtime", ort_session(path.read_bytes())),
-                                 ("compress runtime", runtime.InferenceSession(str(path), threads=1))):
-                a = compare(q, sess, test)
-                agree_rows.append([name, label, engine, str(a.n), *a.row(), f"{export_s:.1f}"])
+        for weight_range in ("full", "reduced"):
+            q = compress.quantize(model, calib, weight_range=weight_range, progress=False)
+            for fmt in ("qdq", "qoperator"):
+                t0 = time.perf_counter()
+                path = compress.export_onnx(q, out / f"{slug}_{weight_range}_{fmt}.onnx", test[:2], format=fmt)
+                export_s = time.perf_counter() - t0
+                sizes[fmt] = path.stat().st_size
+                label = fmt.upper() if fmt == "qdq" else "QOperator"
+                for engine, sess in (("ONNX Runtime", ort_session(path.read_bytes())),
+                                     ("compress runtime", runtime.InferenceSession(str(path), threads=1))):
+                    a = compare(q, sess, test)
+                    agree_rows.append([name, weight_range, label, engine, str(a.n), *a.row(), f"{export_s:.1f}"])
         size_rows.append(
             [
                 name,
@@ -96,11 +99,14 @@ def main() -> None:
                 f"{f32 / sizes['qdq']:.2f}×",
             ]
         )
+    probe = probe_onnxruntime()
+    print(f"Machine: {probe.machine}. {probe.note()}")
+    print()
     print(
-        "| model | format | engine | images | top-1 agreement | max abs Δ logit (steps) | identical output codes "
-        "| max code Δ | export (s) |"
+        "| model | weights | format | engine | images | top-1 agreement | max abs Δ logit (steps) "
+        "| identical output codes | max code Δ | export (s) |"
     )
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|")
     for r in agree_rows:
         print("| " + " | ".join(r) + " |")
     print()
