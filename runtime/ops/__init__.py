@@ -18,6 +18,8 @@ from runtime.ops import (  # noqa: F401  (imported for their registrations)
     qlinear_unary,
     quantize_linear,
     reduce,
+    resize,
+    rnn,
     tensor,
 )
 from runtime.ops.registry import RunOptions, build, is_supported, lookup, register

@@ -22,6 +22,10 @@ def conv_nd(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict, whe
     if x.shape[1] != cin_g * group or m % group:
         raise InferenceError(f"{where}: {x.shape[1]} input channels do not fit weight {w.shape} in {group} groups")
     win = window(attrs, w.shape[2:], x.shape[2:], where)
+    out_type = x.dtype
+    if x.dtype == np.float16:  # accumulate half precision in float32, as ONNX's reference does
+        x, w = x.astype(np.float32), w.astype(np.float32)
+        b = None if b is None else b.astype(np.float32)
     xp = pad(x, win, 0, 2)
     per = m // group
     outs = []
@@ -35,7 +39,7 @@ def conv_nd(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict, whe
     y = np.moveaxis(np.concatenate(outs, axis=0), 0, 1)
     if b is not None:
         y = y + b.reshape(1, -1, *([1] * (x.ndim - 2)))
-    return np.ascontiguousarray(y).astype(x.dtype, copy=False)
+    return np.ascontiguousarray(y).astype(out_type, copy=False)
 
 
 def _transpose_pads(attrs: dict, spatial, kernel, where: str) -> tuple[list[int], list[int], list[int]]:

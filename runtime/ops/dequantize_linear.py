@@ -12,7 +12,7 @@ from runtime.qmath import dequantize
 
 @register("DequantizeLinear")
 def dequantize_linear(node, graph, opts):
-    axis, block = node.attrs["axis"], node.attrs.get("block_size", 0)
+    axis, block = node.attrs.get("axis", 1), node.attrs.get("block_size", 0)  # no axis before opset 13
     where = f"{graph.source}: {node.describe()}"
 
     def run(q, scale, zero_point=None):

@@ -24,10 +24,19 @@ def gemm(node, graph, opts):
     return run
 
 
-register("MatMul", fuses_clamp=True, fold=QdqFold("matmul", ("", "QLinearMatMul")))(elementwise(np.matmul))
+register("MatMul", fuses_clamp=True, fold=QdqFold("matmul", ("", "QLinearMatMul")))(
+    elementwise(lambda a, b: np.matmul(a, b).astype(a.dtype, copy=False))  # bfloat16 @ returns float32
+)
 
 
 @register("Einsum")
 def einsum(node, graph, opts):
+    """numpy's einsum; types it has no loop for (bfloat16) run in float32."""
     equation = node.attrs["equation"].replace(" ", "")
-    return lambda *xs: [np.einsum(equation, *xs, optimize=len(xs) > 2).astype(xs[0].dtype, copy=False)]
+
+    def run(*xs):
+        native = all(x.dtype.kind in "fiub" and x.dtype.name != "bfloat16" for x in xs)
+        ys = xs if native else [x.astype(np.float32) for x in xs]
+        return [np.einsum(equation, *ys, optimize=len(xs) > 2).astype(xs[0].dtype, copy=False)]
+
+    return run

@@ -27,7 +27,7 @@ def expand_blocks(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | Non
 
 @register("QuantizeLinear")
 def quantize_linear(node, graph, opts):
-    axis, block = node.attrs["axis"], node.attrs.get("block_size", 0)
+    axis, block = node.attrs.get("axis", 1), node.attrs.get("block_size", 0)  # no axis before opset 13
     out_type = node.attrs.get("output_dtype", 0)
     where = f"{graph.source}: {node.describe()}"
 

@@ -111,6 +111,8 @@ def _schema_defaults(op_type: str, domain: str, opset: int | None) -> MappingPro
     for name, attr in schema.attributes.items():
         if attr.default_value is not None and attr.default_value.type:
             value = helper.get_attribute_value(attr.default_value)
+            if isinstance(value, list):
+                value = [v.decode() if isinstance(v, bytes) else v for v in value]
             out[name] = value.decode() if isinstance(value, bytes) else value
     return MappingProxyType(out)
 

@@ -336,11 +336,11 @@ def depth_to_space(node, graph, opts):
 
 @register("SpaceToDepth", grid="keeps")
 def space_to_depth(node, graph, opts):
-    b = node.attrs["blocksize"]
+    b, crd = node.attrs["blocksize"], node.attrs.get("mode", "DCR") == "CRD"
 
     def run(x):
         n, c, h, w = x.shape
-        y = x.reshape(n, c, h // b, b, w // b, b).transpose(0, 3, 5, 1, 2, 4)
+        y = x.reshape(n, c, h // b, b, w // b, b).transpose((0, 1, 3, 5, 2, 4) if crd else (0, 3, 5, 1, 2, 4))
         return [y.reshape(n, c * b * b, h // b, w // b)]
 
     return run

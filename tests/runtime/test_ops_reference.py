@@ -1,0 +1,138 @@
+"""Ops on settings the ONNX node cases do not cover, or cover only through an excluded case,
+checked against ONNX's reference evaluator (the specification's own arithmetic)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+from onnx.reference import ReferenceEvaluator
+from onnx_builders import const, make_model, ort_session, tensor
+
+from runtime import InferenceSession
+from runtime.ops import registry
+
+
+def _both(model: bytes, feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    ours = InferenceSession(model, threads=1).run(None, feeds)
+    ref = ReferenceEvaluator(model).run(None, feeds)
+    return ours, ref
+
+
+def _single(node, x: np.ndarray, out_shape, inits=(), opset: int = 17, elem=TensorProto.FLOAT) -> bytes:
+    return make_model([node], [tensor("x", list(x.shape), elem)], [tensor("y", out_shape, elem)], inits, opset)
+
+
+RNG = np.random.default_rng(0)
+
+
+def test_mean_variance_normalization_matches_the_reference():
+    x = RNG.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    node = helper.make_node("MeanVarianceNormalization", ["x"], ["y"], axes=[0, 2, 3])
+    ours, ref = _both(_single(node, x, None), {"x": x})
+    np.testing.assert_allclose(ours[0], ref[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("mode", "coords", "scale"),
+    [
+        ("linear", "pytorch_half_pixel", 2.0),
+        ("linear", "half_pixel", 0.5),
+        ("linear", "align_corners", 1.5),
+        ("nearest", "asymmetric", 2.0),
+        ("cubic", "half_pixel", 1.75),
+    ],
+)
+def test_resize_modes_torch_emits_match_the_reference(mode, coords, scale):
+    x = RNG.standard_normal((1, 2, 6, 5)).astype(np.float32)
+    scales = const("scales", np.array([1, 1, scale, scale], np.float32))
+    node = helper.make_node(
+        "Resize",
+        ["x", "", "scales"],
+        ["y"],
+        mode=mode,
+        coordinate_transformation_mode=coords,
+        nearest_mode="floor",
+    )
+    ours, ref = _both(_single(node, x, None, [scales]), {"x": x})
+    np.testing.assert_allclose(ours[0], ref[0], rtol=1e-5, atol=1e-5)
+
+
+def test_grouped_dilated_1d_conv_transpose_matches_the_reference():
+    x = RNG.standard_normal((2, 4, 7)).astype(np.float32)
+    w = const("w", RNG.standard_normal((4, 3, 3)).astype(np.float32))
+    b = const("b", RNG.standard_normal(6).astype(np.float32))
+    node = helper.make_node(
+        "ConvTranspose",
+        ["x", "w", "b"],
+        ["y"],
+        group=2,
+        strides=[2],
+        dilations=[2],
+        pads=[1, 2],
+        output_padding=[1],
+    )
+    model = _single(node, x, None, [w, b])
+    ours = InferenceSession(model, threads=1).run(None, {"x": x})
+    theirs = ort_session(model).run(None, {"x": x})  # onnx.reference reshapes grouped weights wrongly
+    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-5, atol=1e-5)
+
+
+def test_opset_11_softmax_uses_that_opsets_default_axis_and_flattening():
+    """Softmax's default axis was 1 and flattened the trailing dims before opset 13."""
+    x = RNG.standard_normal((2, 3, 4)).astype(np.float32)
+    model = _single(helper.make_node("Softmax", ["x"], ["y"]), x, None, opset=11)
+    ours = InferenceSession(model, threads=1).run(None, {"x": x})
+    theirs = ort_session(model).run(None, {"x": x})  # onnx.reference applies opset 13's semantics here
+    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-5)
+    np.testing.assert_allclose(ours[0].reshape(2, -1).sum(axis=1), 1.0, rtol=1e-5)
+    assert registry.spec(("", "Softmax")).schema_defaults(11)["axis"] == 1
+
+
+def test_qlinearconv_with_uint8_weights_at_zero_point_255_is_exact():
+    """Weights 255 away from their zero point are no int8 operand: the exact numpy path runs."""
+    x = RNG.integers(0, 256, (1, 3, 6, 6)).astype(np.uint8)
+    w = RNG.integers(0, 256, (4, 3, 3, 3)).astype(np.uint8)
+    inits = [
+        const("xs", np.float32(0.02)),
+        const("xz", np.uint8(128)),
+        const("w", w),
+        const("ws", np.float32(0.01)),
+        const("wz", np.uint8(255)),
+        const("ys", np.float32(0.5)),
+        const("yz", np.uint8(100)),
+    ]
+    node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"], pads=[1, 1, 1, 1])
+    ours, ref = _both(_single(node, x, None, inits, elem=TensorProto.UINT8), {"x": x})
+    assert np.abs(ours[0].astype(int) - ref[0].astype(int)).max() <= 1
+    assert (ours[0] == ref[0]).mean() > 0.99
+
+
+def test_bidirectional_lstm_with_sequence_lengths_matches_the_reference():
+    seq, batch, inp, hid = 5, 3, 4, 6
+    x = RNG.standard_normal((seq, batch, inp)).astype(np.float32)
+    inits = [
+        const("w", RNG.standard_normal((2, 4 * hid, inp)).astype(np.float32) * 0.5),
+        const("r", RNG.standard_normal((2, 4 * hid, hid)).astype(np.float32) * 0.5),
+        const("b", RNG.standard_normal((2, 8 * hid)).astype(np.float32) * 0.1),
+        const("lens", np.array([5, 3, 1], np.int32)),
+    ]
+    node = helper.make_node(
+        "LSTM", ["x", "w", "r", "b", "lens"], ["y", "yh", "yc"], hidden_size=hid, direction="bidirectional"
+    )
+    model = make_model(
+        [node], [tensor("x", list(x.shape))], [tensor("y", None), tensor("yh", None), tensor("yc", None)], inits
+    )
+    ours = InferenceSession(model, threads=1).run(None, {"x": x})
+    theirs = ort_session(model).run(None, {"x": x})  # onnx.reference ignores sequence_lens when reversing
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_maxpool_1d_ceil_mode_with_indices_matches_the_reference():
+    x = RNG.standard_normal((1, 2, 10)).astype(np.float32)
+    node = helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=[3], strides=[2], ceil_mode=1, pads=[1, 0])
+    model = make_model([node], [tensor("x", list(x.shape))], [tensor("y", None), tensor("i", None, TensorProto.INT64)])
+    ours, ref = _both(model, {"x": x})
+    np.testing.assert_array_equal(ours[0], ref[0])
+    np.testing.assert_array_equal(ours[1], ref[1])
