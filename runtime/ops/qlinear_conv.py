@@ -11,6 +11,7 @@ import numpy as np
 
 from runtime import kernels
 from runtime.errors import InferenceError
+from runtime.ops import qlinear_reference
 from runtime.ops.conv_geometry import conv_geometry
 from runtime.ops.qlinear_matmul import _require_const, _scalar
 from runtime.ops.registry import register
@@ -86,6 +87,8 @@ class QConv:
 
 @register("QLinearConv")
 def qlinear_conv(node, graph, opts):
+    if not qlinear_reference.fits_c_kernels(graph, node, list(range(1, 9)), 3, 5, rank=4):
+        return qlinear_reference.qlinear_conv(node, graph, opts)
     xs, xz, w, ws, wz, ys, yz = _require_const(node, graph, range(1, 8), "weight or quantization parameter")
     bias = _require_const(node, graph, [8], "bias")[0] if len(node.inputs) > 8 else None
     mult = requant_multiplier(xs, ws, ys, w.shape[0])
@@ -96,6 +99,8 @@ def qlinear_conv(node, graph, opts):
 
 @register("ConvInteger")
 def conv_integer(node, graph, opts):
+    if not qlinear_reference.fits_c_kernels(graph, node, [1, 2, 3], 1, 3, rank=4):
+        return qlinear_reference.conv_integer_op(node, graph, opts)
     inputs = node.inputs + [""] * (4 - len(node.inputs))
     w = graph.const(inputs[1])
     xz = graph.const(inputs[2]) if inputs[2] else np.uint8(0)

@@ -1,4 +1,4 @@
-"""Integer matrix products: QLinearMatMul, MatMulInteger and com.microsoft QGemm.
+"""Integer matrix products: QLinearMatMul and com.microsoft QGemm (MatMulInteger: matmul_integer.py).
 
 With constant weights the product goes through the C GEMM, weights centred on their zero
 point and packed once here; a product of two run-time tensors falls back to an exact int64
@@ -11,6 +11,7 @@ import numpy as np
 from runtime import kernels
 from runtime.errors import InferenceError
 from runtime.graph import MS_DOMAIN
+from runtime.ops import qlinear_reference
 from runtime.ops.registry import register
 from runtime.qmath import centered_weights, clamp_bounds, requant_multiplier
 
@@ -103,6 +104,8 @@ def _matmul_kernel(node, graph, opts, w, zx, x_signed, w_zp, bias, mult, zy, lo,
 
 @register("QLinearMatMul")
 def qlinear_matmul(node, graph, opts):
+    if not qlinear_reference.fits_c_kernels(graph, node, [1, 2, 3, 4, 5, 6, 7], 3, 5):
+        return qlinear_reference.qlinear_matmul(node, graph, opts)
     xs, xz, ws, ys, yz = _require_const(node, graph, [1, 2, 4, 6, 7], "quantization parameter")
     w, wz = graph.const(node.inputs[3]), graph.const(node.inputs[5])
     n = 1 if w is None else w.shape[-1]
@@ -128,33 +131,6 @@ def qlinear_matmul(node, graph, opts):
     if w is not None:
         return lambda a, *_: [kernel(a)]
     return lambda a, _xs, _xz, b, _ws, b_zp, *_: [kernel(a, b, b_zp)]
-
-
-@register("MatMulInteger")
-def matmul_integer(node, graph, opts):
-    w = graph.const(node.inputs[1])
-    xz = graph.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else np.uint8(0)
-    wz = graph.const(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] else None
-    if len(node.inputs) > 2 and node.inputs[2] and graph.const(node.inputs[2]) is None:
-        raise InferenceError(f"{graph.source}: {node.describe()} needs a constant a_zero_point")
-    kernel = _matmul_kernel(
-        node,
-        graph,
-        opts,
-        w,
-        int(_scalar(xz)),
-        np.asarray(xz).dtype == np.int8,
-        wz,
-        None,
-        None,
-        0,
-        0,
-        0,
-        np.int32,
-    )
-    if w is not None:
-        return lambda a, *_: [kernel(a)]
-    return lambda a, b, _az=None, b_zp=None: [kernel(a, b, b_zp)]
 
 
 @register("QGemm", domain=MS_DOMAIN)
