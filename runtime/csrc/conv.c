@@ -71,21 +71,78 @@ static void depthwise_task(void *ctx, int64_t task, int worker) {
     const int64_t total = a->g.batch * a->g.oh;
     const int64_t r0 = task * job->rows_per_task;
     const int64_t r1 = r0 + job->rows_per_task < total ? r0 + job->rows_per_task : total;
-    int32_t *acc = malloc((size_t)a->g.c * sizeof(int32_t));
-    if (acc == NULL) {
+    /* Sizes were validated by the caller: ow * c fits the output buffer, kh * kw <= TAPS_MAX. */
+    const size_t taps = (size_t)(a->g.kh * a->g.kw);
+    depthwise_scratch s = {aligned_alloc(64, ((size_t)(a->g.ow * a->g.c) * sizeof(int32_t) + 63) & ~(size_t)63),
+                           malloc(taps * sizeof(uint8_t *)), malloc(taps * sizeof(int8_t *))};
+    if (s.acc == NULL || s.xp == NULL || s.wp == NULL)
         atomic_store(&job->failed, 1);
-        return;
-    }
-    job->fn(a, r0, r1, acc);
-    free(acc);
+    else
+        job->fn(a, r0, r1, &s);
+    free(s.acc);
+    free(s.xp);
+    free(s.wp);
 }
 
-int depthwise_run(int path, const depthwise_args *a, int nthreads) {
-    const int64_t total = a->g.batch * a->g.oh;
-    if (total <= 0) return 0;
+/* Channels per step of the SIMD depthwise kernels (0: the portable kernel needs no packing). */
+static const int depthwise_width[PATH_COUNT] = {0, 16, 32, 32};
+
+/* Weights as the SIMD kernels consume them: per step of V channels and per tap pair (2p, 2p+1),
+ * two vectors a and b of V/2 int16 pairs (w_2p[ch], w_2p+1[ch]).  Lane i of a holds channel
+ * 16 * (i / 8) + i % 8 and lane i of b the one 8 further: the order in which vpunpck{l,h}bw of
+ * two taps' input bytes, widened, presents the channels.  Missing channels and the partner of
+ * an odd last tap are zero. */
+static void depthwise_pack(const depthwise_args *a, int v, int16_t *dst) {
+    const int64_t c = a->g.c, taps = a->g.kh * a->g.kw, pairs = (taps + 1) / 2;
+    for (int64_t cb = 0; cb < c; cb += v)
+        for (int64_t p = 0; p < pairs; ++p)
+            for (int half = 0; half < 2; ++half, dst += v)
+                for (int i = 0; i < v / 2; ++i)
+                    for (int t = 0; t < 2; ++t) {
+                        const int64_t ch = cb + 16 * (i / 8) + half * 8 + i % 8, tap = 2 * p + t;
+                        dst[2 * i + t] = ch < c && tap < taps ? a->w[tap * c + ch] : 0;
+                    }
+}
+
+int depthwise_run(int path, const depthwise_args *args, int nthreads) {
+    const int64_t total = args->g.batch * args->g.oh;
+    if (total <= 0 || args->g.c <= 0) return 0;
+    depthwise_args a = *args;
+    const int v = depthwise_width[path];
+    int16_t *wpk = NULL;
+    int32_t *bias = NULL;
+    uint8_t *zxrow = NULL;
+    if (v) {
+        const int64_t c = a.g.c, taps = a.g.kh * a.g.kw, steps = (c + v - 1) / v;
+        wpk = aligned_alloc(64, (size_t)(steps * ((taps + 1) / 2) * 2 * v) * sizeof(int16_t));
+        bias = malloc((size_t)c * sizeof(int32_t));
+        zxrow = malloc((size_t)c);
+        if (wpk == NULL || bias == NULL || zxrow == NULL) {
+            free(wpk);
+            free(bias);
+            free(zxrow);
+            return -1;
+        }
+        depthwise_pack(&a, v, wpk);
+        memset(zxrow, a.zx, (size_t)c);
+        /* The kernels sum x * w over every tap, padded ones reading zx; subtracting
+         * zx * sum(w) leaves sum over in-image taps of (x - zx) * w.  Wrapping adds: equal
+         * mod 2^32 to the portable path's bias + accumulator, which is all the output stage sees. */
+        for (int64_t ch = 0; ch < c; ++ch) {
+            int64_t sum = 0;
+            for (int64_t t = 0; t < taps; ++t) sum += a.w[t * c + ch];
+            bias[ch] = (int32_t)((uint32_t)a.os.bias[ch] - (uint32_t)(int32_t)(a.zx * sum));
+        }
+        a.wpk = wpk;
+        a.zxrow = zxrow;
+        a.os.bias = bias;
+    }
     int64_t tasks = nthreads > 1 ? 4 * (int64_t)nthreads : 1;
     if (tasks > total) tasks = total;
-    depthwise_job job = {depthwise_kernels[path], a, (total + tasks - 1) / tasks, 0};
+    depthwise_job job = {depthwise_kernels[path], &a, (total + tasks - 1) / tasks, 0};
     pool_run(depthwise_task, &job, (total + job.rows_per_task - 1) / job.rows_per_task, nthreads);
+    free(wpk);
+    free(bias);
+    free(zxrow);
     return atomic_load(&job.failed) ? -1 : 0;
 }

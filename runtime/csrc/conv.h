@@ -39,14 +39,62 @@ typedef struct {
     conv_geom g;
     int32_t zx;
     out_stage os; /* ldo == c */
+    /* Filled by depthwise_run for the SIMD paths: weights as interleaved int16 tap pairs in the
+     * path's channel order (depthwise_pack), a row of c bytes equal to zx that padded taps
+     * read, and os.bias already minus zx * (sum of the channel's weights). */
+    const int16_t *wpk;
+    const uint8_t *zxrow;
 } depthwise_args;
 
-/* Computes output rows [r0, r1) (row = b * oh + oy) into os->out; acc has c int32 entries. */
-typedef void (*depthwise_fn)(const depthwise_args *a, int64_t r0, int64_t r1, int32_t *acc);
+/* Per-task scratch of the depthwise kernels: the int32 accumulators of one output row
+ * (ow * c, so the output stage runs once per row) and the input/weight pointers of one
+ * pixel's in-image taps (kh * kw each). */
+typedef struct {
+    int32_t *acc;
+    const uint8_t **xp;
+    const int8_t **wp;
+} depthwise_scratch;
 
-void depthwise_rows_portable(const depthwise_args *, int64_t, int64_t, int32_t *);
-void depthwise_rows_avx2(const depthwise_args *, int64_t, int64_t, int32_t *);
-void depthwise_rows_avx512(const depthwise_args *, int64_t, int64_t, int32_t *);
+/* Computes output rows [r0, r1) (row = b * oh + oy) into os->out. */
+typedef void (*depthwise_fn)(const depthwise_args *a, int64_t r0, int64_t r1, const depthwise_scratch *s);
+
+void depthwise_rows_portable(const depthwise_args *, int64_t, int64_t, const depthwise_scratch *);
+void depthwise_rows_avx2(const depthwise_args *, int64_t, int64_t, const depthwise_scratch *);
+void depthwise_rows_avx512(const depthwise_args *, int64_t, int64_t, const depthwise_scratch *);
+
+/* Pointers to every tap of output pixel (b, oy, ox), padded ones at a->zxrow (SIMD paths). */
+static inline void depthwise_all_taps(const depthwise_args *a, int64_t b, int64_t oy, int64_t ox,
+                                      const depthwise_scratch *s) {
+    const conv_geom *g = &a->g;
+    int64_t n = 0;
+    for (int64_t ky = 0; ky < g->kh; ++ky) {
+        const int64_t iy = oy * g->sh - g->pt + ky * g->dh;
+        for (int64_t kx = 0; kx < g->kw; ++kx, ++n) {
+            const int64_t ix = ox * g->sw - g->pl + kx * g->dw;
+            s->xp[n] = iy < 0 || iy >= g->h || ix < 0 || ix >= g->w ? a->zxrow
+                                                                     : a->x + ((b * g->h + iy) * g->w + ix) * g->c;
+        }
+    }
+}
+
+/* Collects the in-image taps of output pixel (b, oy, ox) into s; returns their number. */
+static inline int64_t depthwise_taps(const depthwise_args *a, int64_t b, int64_t oy, int64_t ox,
+                                     const depthwise_scratch *s) {
+    const conv_geom *g = &a->g;
+    int64_t n = 0;
+    for (int64_t ky = 0; ky < g->kh; ++ky) {
+        const int64_t iy = oy * g->sh - g->pt + ky * g->dh;
+        if (iy < 0 || iy >= g->h) continue;
+        for (int64_t kx = 0; kx < g->kw; ++kx) {
+            const int64_t ix = ox * g->sw - g->pl + kx * g->dw;
+            if (ix < 0 || ix >= g->w) continue;
+            s->xp[n] = a->x + ((b * g->h + iy) * g->w + ix) * g->c;
+            s->wp[n] = a->w + (ky * g->kw + kx) * g->c;
+            ++n;
+        }
+    }
+    return n;
+}
 
 /* Runs the depthwise convolution on the given path over nthreads; -1 when memory runs out. */
 int depthwise_run(int path, const depthwise_args *a, int nthreads);

@@ -1,43 +1,42 @@
-/* AVX-512 depthwise convolution: 32 channels per step in int16 lanes.  (x - zx) in
- * [-255, 255] times w in [-128, 127] fits int16 exactly (|p| <= 32640), so vpmullw is exact;
- * products are widened to int32 before accumulating.  A pixel's accumulators then go through
- * the one output stage (its AVX-512 build), as in every other path. */
+/* AVX-512 depthwise convolution: 32 channels per step, the AVX2 kernel's scheme at twice the
+ * width.  The input bytes of taps t and t+1 are interleaved (256-bit vpunpck{l,h}bw, within
+ * 128-bit lanes) and widened to int16 pairs; vpmaddwd against the pre-packed weight pairs
+ * (depthwise_pack) sums x_t * w_t + x_t+1 * w_t+1 exactly in int32.  One accumulator then holds
+ * channels {0-7, 16-23}, the other {8-15, 24-31}; vshufi64x2 restores the order once per step.
+ * Padded taps read a row of zx and the bias holds -zx * sum(w) (depthwise_run).  Masked loads
+ * and stores handle a channel tail.  Then the one output stage (its AVX-512 build) once per
+ * output row. */
 #include <immintrin.h>
 
 #include "conv.h"
 
-static inline __mmask32 tail_mask(int64_t n) { return n >= 32 ? 0xFFFFFFFFu : (__mmask32)((1u << n) - 1u); }
-
-void depthwise_rows_avx512(const depthwise_args *a, int64_t r0, int64_t r1, int32_t *acc) {
+void depthwise_rows_avx512(const depthwise_args *a, int64_t r0, int64_t r1, const depthwise_scratch *s) {
     const conv_geom *g = &a->g;
-    const int64_t c = g->c;
-    const __m512i zx = _mm512_set1_epi16((short)a->zx);
+    const int64_t c = g->c, taps = g->kh * g->kw, pairs = (taps + 1) / 2;
     for (int64_t r = r0; r < r1; ++r) {
         const int64_t b = r / g->oh, oy = r % g->oh;
         for (int64_t ox = 0; ox < g->ow; ++ox) {
-            const int64_t row = (b * g->oh + oy) * g->ow + ox;
+            int32_t *acc = s->acc + ox * c;
+            depthwise_all_taps(a, b, oy, ox, s);
+            const int16_t *w = a->wpk;
             for (int64_t ch = 0; ch < c; ch += 32) {
-                const __mmask32 mask = tail_mask(c - ch);
+                const __mmask32 m = c - ch >= 32 ? 0xFFFFFFFFu : (__mmask32)((1u << (c - ch)) - 1u);
                 __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
-                for (int64_t ky = 0; ky < g->kh; ++ky) {
-                    const int64_t iy = oy * g->sh - g->pt + ky * g->dh;
-                    if (iy < 0 || iy >= g->h) continue;
-                    for (int64_t kx = 0; kx < g->kw; ++kx) {
-                        const int64_t ix = ox * g->sw - g->pl + kx * g->dw;
-                        if (ix < 0 || ix >= g->w) continue;
-                        const uint8_t *xp = a->x + ((b * g->h + iy) * g->w + ix) * c + ch;
-                        const int8_t *wp = a->w + (ky * g->kw + kx) * c + ch;
-                        const __m512i xv = _mm512_sub_epi16(_mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(mask, xp)), zx);
-                        const __m512i wv = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(mask, wp));
-                        const __m512i p = _mm512_mullo_epi16(xv, wv);
-                        lo = _mm512_add_epi32(lo, _mm512_cvtepi16_epi32(_mm512_castsi512_si256(p)));
-                        hi = _mm512_add_epi32(hi, _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(p, 1)));
-                    }
+                for (int64_t p = 0; p < pairs; ++p, w += 64) {
+                    const __m256i x0 = _mm256_maskz_loadu_epi8(m, s->xp[2 * p] + ch);
+                    const __m256i x1 =
+                        2 * p + 1 < taps ? _mm256_maskz_loadu_epi8(m, s->xp[2 * p + 1] + ch) : _mm256_setzero_si256();
+                    const __m512i plo = _mm512_cvtepu8_epi16(_mm256_unpacklo_epi8(x0, x1));
+                    const __m512i phi = _mm512_cvtepu8_epi16(_mm256_unpackhi_epi8(x0, x1));
+                    lo = _mm512_add_epi32(lo, _mm512_madd_epi16(plo, _mm512_load_si512(w)));
+                    hi = _mm512_add_epi32(hi, _mm512_madd_epi16(phi, _mm512_load_si512(w + 32)));
                 }
-                _mm512_mask_storeu_epi32(acc + ch, (__mmask16)mask, lo);
-                _mm512_mask_storeu_epi32(acc + ch + 16, (__mmask16)(mask >> 16), hi);
+                const __m512i out0 = _mm512_shuffle_i64x2(lo, hi, 0x44); /* channels 0-15 */
+                const __m512i out1 = _mm512_shuffle_i64x2(lo, hi, 0xEE); /* channels 16-31 */
+                _mm512_mask_storeu_epi32(acc + ch, (__mmask16)m, out0);
+                _mm512_mask_storeu_epi32(acc + ch + 16, (__mmask16)(m >> 16), out1);
             }
-            qgemm_output_avx512(acc, c, 1, c, row, 0, &a->os);
         }
+        qgemm_output_avx512(s->acc, c, g->ow, c, r * g->ow, 0, &a->os);
     }
 }
