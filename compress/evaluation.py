@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from runtime import InferenceSession
+from runtime.machine import describe
 
 FP32_TORCH = "fp32 (torch)"
 INT8_SIM = "int8 simulation (torch)"
@@ -41,6 +43,9 @@ class Evaluation:
     samples: int = 0
     latency_batch: int = 1
     threads: int = 1
+    machine: str = ""  # CPU model, int8 features, the runtime's ISA path: every figure depends on them
+    notes: list[str] = field(default_factory=list)  # ORT's exactness here, and why it disagrees if it does
+    ort_vs_ours_top1: float | None = None  # percent of inputs where ORT int8 and our runtime pick one class
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,10 +64,13 @@ class Evaluation:
                 f"| {'' if lat is None else f'{lat:.3f}'} | {speed} |"
             )
         head = f"Accuracy over {self.samples} samples; " if self.samples else ""
-        lines = [f"{head}latency: fastest run, batch {self.latency_batch}, {self.threads} thread(s).", "", *rows]
+        lines = [f"{head}latency: fastest run, batch {self.latency_batch}, {self.threads} thread(s).",
+                 *([f"Machine: {self.machine}."] if self.machine else []), "", *rows]
         if self.sizes_bytes:
             lines += ["", "| file | size (KiB) |", "|---|---:|"]
             lines += [f"| {k} | {v / 1024:.1f} |" for k, v in self.sizes_bytes.items()]
+        if self.notes:
+            lines += ["", *[f"- {n}" for n in self.notes]]
         return "\n".join(lines) + "\n"
 
 
@@ -143,9 +151,11 @@ def evaluate(
             engines[INT8_OURS] = _onnx_fn(InferenceSession(int8_onnx, threads=threads))
             if ort_available():
                 engines[INT8_ORT] = _onnx_fn(_ort_session(Path(int8_onnx), threads))
-        result = Evaluation(latency_batch=latency_batch, threads=threads)
+        result = Evaluation(latency_batch=latency_batch, threads=threads, machine=describe())
         if accuracy:
             _accuracy(engines, loader, max_batches, progress, result)
+            if INT8_ORT in engines:
+                _explain_ort(result)
         if latency:
             timed = dict(engines)
             timed.pop(INT8_SIM, None)  # the simulation is a correctness tool, not a deployment target
@@ -165,7 +175,7 @@ def evaluate(
 def _accuracy(engines: dict, loader: Iterable, max_batches: int | None, progress: bool, result: Evaluation) -> None:
     correct = dict.fromkeys(engines, 0)
     agree = dict.fromkeys(engines, 0)
-    total = 0
+    engines_agree = total = 0
     for i, batch in enumerate(tqdm(loader, desc="evaluate", disable=not progress, total=max_batches)):
         if max_batches is not None and i >= max_batches:
             break
@@ -176,12 +186,36 @@ def _accuracy(engines: dict, loader: Iterable, max_batches: int | None, progress
             correct[name] += int((p == y).sum())
             if ref is not None:
                 agree[name] += int((p == ref).sum())
+        if INT8_ORT in preds and INT8_OURS in preds:
+            engines_agree += int((preds[INT8_ORT] == preds[INT8_OURS]).sum())
         total += len(y)
     total = max(total, 1)
     result.samples = total
     result.accuracy = {n: 100.0 * c / total for n, c in correct.items()}
     if FP32_TORCH in engines:
         result.agreement = {n: 100.0 * a / total for n, a in agree.items() if n != FP32_TORCH}
+    if INT8_ORT in engines and INT8_OURS in engines:
+        result.ort_vs_ours_top1 = 100.0 * engines_agree / total
+
+
+def _explain_ort(result: Evaluation) -> None:
+    """Say whether ORT is exact on this CPU and, when its int8 top-1 departs from our runtime's
+    (which equals the simulation), why and what fixes it: a warning, not a silent accuracy drop."""
+    from export.validate import REDUCED_RANGE_ADVICE, probe_onnxruntime
+
+    probe = probe_onnxruntime()
+    result.notes.append(probe.note())
+    same = result.ort_vs_ours_top1
+    if same is None or same >= 100.0:
+        return
+    if probe.exact:
+        why = (f"ONNX Runtime picks another class than the compress runtime on {100 - same:.1f}% of inputs although "
+               "its integer kernels are exact here: a float op or a fusion differs; compare the outputs node by node")
+    else:
+        why = (f"ONNX Runtime picks another class than the compress runtime on {100 - same:.1f}% of inputs because "
+               f"it saturates u8×s8 pair sums on this CPU: {REDUCED_RANGE_ADVICE}")
+    result.notes.append(why)
+    warnings.warn(why, stacklevel=3)
 
 
 def _latency_input(loader: Iterable, batch: int) -> torch.Tensor:
