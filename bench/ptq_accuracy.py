@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
@@ -31,21 +30,26 @@ from compress.models import (
     trained_like_batchnorm,
 )
 from quant import quantizers
+from runtime.machine import describe
 
 METHODS = ("minmax", "percentile", "kl", "mse")
 
 
-def mnist_table(seeds: list[int], epochs: int) -> None:
+def mnist_table(seeds: list[int], epochs: int, ranges: list[str]) -> None:
     print("\n### MNIST-5k BN-CNN: int8 top-1 vs fp32 (1000 test images, 16 calibration batches of 64)\n")
-    rows: dict[str, list[float]] = {m: [] for m in ("fp32", *METHODS)}
+    print("Weights: 'full' = 8-bit, 'reduced' = 7-bit (`weight_range='reduced'`, exact in ONNX Runtime "
+          "on CPUs without VNNI).\n")
+    labels = {(m, r): m if ranges == ["full"] else f"{m} ({r})" for r in ranges for m in METHODS}
+    rows: dict[str, list[float]] = {"fp32": [], **{label: [] for label in labels.values()}}
     for seed in seeds:
         torch.manual_seed(seed)
         train, test = mnist5k_loaders(seed=seed)
         model = train_classifier(MnistCNN(), train, epochs=epochs)
         rows["fp32"].append(accuracy(model, test))
-        for method in METHODS:
-            q = compress.quantize(model, train, method=method, max_batches=16, progress=False)
-            rows[method].append(accuracy(q, test))
+        for (method, weight_range), label in labels.items():
+            q = compress.quantize(model, train, method=method, weight_range=weight_range, max_batches=16,
+                                  progress=False)
+            rows[label].append(accuracy(q, test))
     print("| model | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | Δ vs fp32 (worst seed) |")
     print("|---|" + "---:|" * (len(seeds) + 2))
     for name, accs in rows.items():
@@ -117,11 +121,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="one seed, skip MiniLM")
+    parser.add_argument("--mnist-only", action="store_true", help="only table 1")
+    parser.add_argument("--weight-ranges", nargs="+", default=["full", "reduced"], choices=["full", "reduced"])
     args = parser.parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread")
-    mnist_table(args.seeds[:1] if args.quick else args.seeds, args.epochs)
+    print(f"machine: {describe()}, torch {torch.__version__}, 1 thread")
+    mnist_table(args.seeds[:1] if args.quick else args.seeds, args.epochs, args.weight_ranges)
+    if args.mnist_only:
+        return
     heavy_tail_table()
     per_channel_table()
     memory_table()

@@ -23,6 +23,7 @@ from torch import nn
 import compress
 from compress.data import mnist5k_loaders
 from compress.models import MnistCNN, accuracy, train_classifier
+from runtime.machine import describe
 
 FP32_EPOCHS = 5
 CALIB_BATCHES = 8
@@ -35,10 +36,12 @@ class Config:
     width: int
     weight_bits: int
     per_channel: bool
+    weight_range: str = "full"
 
 
 CONFIGS = [
     Config("w8", "standard 8-bit (w8 per-channel, a8)", 32, 8, True),
+    Config("w8-reduced", "weight_range='reduced' (w7 per-channel, a8)", 32, 8, True, "reduced"),
     Config("w4-channel", "4-bit weights per-channel, a8", 32, 4, True),
     Config("w4-tensor", "4-bit weights per-tensor, a8", 32, 4, False),
     Config("narrow-w4", "narrow MnistCNN(8), 4-bit weights per-channel, a8", 8, 4, True),
@@ -71,12 +74,14 @@ def fp32_model(width: int, seed: int, train: OnDevice) -> nn.Module:
 def run(cfg: Config, model: nn.Module, seed: int, train: OnDevice, test: OnDevice, args) -> dict[str, float]:
     calib = [b for _, b in zip(range(CALIB_BATCHES), train, strict=False)]
     bits, per_channel = cfg.weight_bits, cfg.per_channel
-    ptq = compress.quantize(model, calib, weight_bits=bits, per_channel=per_channel, progress=False)
+    ptq = compress.quantize(model, calib, weight_bits=bits, weight_range=cfg.weight_range, per_channel=per_channel,
+                            progress=False)
     torch.manual_seed(seed)
     train.loader.generator.manual_seed(seed)
     steps = len(train)
     qat = compress.prepare_qat(
-        model, calib[0][0], calib_loader=calib, weight_bits=bits, per_channel=per_channel,
+        model, calib[0][0], calib_loader=calib, weight_bits=bits, weight_range=cfg.weight_range,
+        per_channel=per_channel,
         freeze_bn_after=epochs_to_steps(args.freeze_bn_epochs, steps),
         freeze_observers_after=epochs_to_steps(args.freeze_obs_epochs, steps),
         learnable_scales=args.lsq, progress=False,
@@ -101,6 +106,7 @@ def main() -> None:
     torch.set_num_threads(1)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     configs = [c for c in CONFIGS if c.key in args.configs]
+    print(f"machine: {describe()}")
     print(f"QAT: {args.epochs} epochs, one-cycle lr {args.lr}, BN frozen after {args.freeze_bn_epochs} "
           f"epochs, observers after {args.freeze_obs_epochs}, LSQ {'on' if args.lsq else 'off'}, {device}\n")
     print("| configuration | seed | fp32 (%) | PTQ (%) | QAT (%) | PTQ − fp32 | QAT − fp32 | QAT s |")
