@@ -20,6 +20,7 @@ def export_onnx(
     format: str = "qdq",
     opset: int | None = None,
     dynamic_batch: bool = True,
+    example_kwargs: dict | None = None,
 ) -> Path:
     """Write ``qmodel`` (from ``compress.quantize`` or ``prepare_qat``) as an int8 ONNX file.
 
@@ -30,8 +31,11 @@ def export_onnx(
     calibrated. The batch dimension is symbolic unless ``dynamic_batch=False``. The
     file passes ``onnx.checker`` (full check) and is written atomically; an
     unsupported model raises ExportError naming every offending module, and nothing
-    is written. Returns the file's path.
+    is written. ``example_inputs`` is a tensor, a tuple of positional inputs or a dict of
+    keyword inputs (a transformer batch); ``example_kwargs`` adds keyword inputs to a tuple.
+    Returns the file's path.
     """
     return export_quantized(
-        qmodel, path, example_inputs, format=format, opset=opset, dynamic_batch=dynamic_batch
+        qmodel, path, example_inputs, format=format, opset=opset, dynamic_batch=dynamic_batch,
+        example_kwargs=example_kwargs,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -13,6 +13,7 @@ from torch import nn
 from compress.errors import QuantizationError, translate_errors
 from compress.serialize import records_provenance
 from quant import QConfig, QuantSpec, calibrate, freeze, make_observer, prepare, split_batch
+from quant.calibrate import to_device
 from quant.eager import prepare_leaves
 from quant.observers import OBSERVERS
 from quant.spec import WEIGHT_INT8_PER_CHANNEL, WEIGHT_INT8_PER_TENSOR
@@ -72,10 +73,12 @@ def build_qconfig(
     )
 
 
-def first_example(loader: Iterable) -> tuple[tuple, dict]:
-    """The first batch as (args, kwargs); raises on an empty loader."""
+def first_example(
+    loader: Iterable, transform_fn: Callable[[Any], Any] | None = None, model: nn.Module | None = None
+) -> tuple[tuple, dict]:
+    """The first batch as (args, kwargs) (quant.split_batch's rule); raises on an empty loader."""
     for batch in loader:
-        return split_batch(batch)
+        return split_batch(batch, transform_fn, model)
     raise QuantizationError("the calibration loader is empty: it yielded no batch")
 
 
@@ -98,8 +101,14 @@ def quantize(
     on_untraceable: str = "error",
     on_zero_range: str = "error",
     progress: bool = True,
+    transform_fn: Callable[[Any], Any] | None = None,
 ) -> nn.Module:
     """Post-training quantization: a new fake-quant model in eval mode; ``model`` is untouched.
+
+    Batches reach the model as ``quant.split_batch`` says: a tensor, ``(inputs, label)``, a
+    tuple of inputs, a dict of keyword inputs (``input_ids``, ``attention_mask``, ...), or
+    whatever ``transform_fn(batch)`` returns (a tensor, a tuple, or a dict of keyword inputs).
+    The graph is captured with torch.export; the result is called like ``model``.
 
     ``method``: 'minmax', 'percentile' (clip at ``percentile``), 'kl' (TensorRT entropy)
     or 'mse'. Weights are int8 symmetric per output channel unless ``per_channel=False``;
@@ -118,29 +127,31 @@ def quantize(
         method, per_channel=per_channel, weight_bits=weight_bits, weight_range=weight_range,
         activation_dtype=activation_dtype, percentile=percentile, bins=bins, skip=skip, float_adds=float_adds,
     )
-    example = example_args(model, calib_loader)
+    args, kwargs = example_args(model, calib_loader, transform_fn)
     try:
-        qmodel = prepare(model, example, qconfig, float_fallback=on_untraceable == "float")
+        qmodel = prepare(model, args, qconfig, example_kwargs=kwargs, float_fallback=on_untraceable == "float")
     except UntraceableRoot as exc:
         if on_untraceable != "float":
             raise
         warnings.warn(f"{exc}. Quantizing Conv2d/Linear leaves only: no BatchNorm folding, not exportable",
                       stacklevel=3)
         qmodel = prepare_leaves(model, qconfig)
-    calibrate(qmodel, calib_loader, progress=progress, max_batches=max_batches)
+    calibrate(qmodel, calib_loader, progress=progress, max_batches=max_batches, transform_fn=transform_fn,
+              input_model=model)
     freeze(qmodel, on_zero_range=on_zero_range)
     return qmodel.eval()
 
 
-def example_args(model: nn.Module, loader: Iterable) -> tuple:
-    """Positional example inputs from the loader's first batch (dict batches bound by name)."""
-    args, kwargs = first_example(loader)
+def example_args(
+    model: nn.Module, loader: Iterable, transform_fn: Callable[[Any], Any] | None = None
+) -> tuple[tuple, dict]:
+    """Example (args, kwargs) from the loader's first batch, on the model's device; keyword
+    inputs are checked against ``model.forward`` so a wrong key is named up front."""
+    args, kwargs = first_example(loader, transform_fn, model)
     if kwargs:
         try:
-            bound = inspect.signature(model.forward).bind(*args, **kwargs)
+            inspect.signature(model.forward).bind(*args, **kwargs)
         except TypeError as exc:
             raise QuantizationError(f"a batch's keys do not match {type(model).__name__}.forward: {exc}") from None
-        bound.apply_defaults()
-        args = tuple(bound.arguments.values())
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    return tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
+    return to_device(args, device), to_device(kwargs, device)

@@ -17,11 +17,11 @@ from torch import nn
 
 from export.atomic import write_atomic
 from export.cleanup import clean
+from export.dynamo import build_qdq
 from export.errors import OnnxExportError
-from export.fx_to_onnx import build_qdq
 from export.qoperator import to_qoperator
 
-DEFAULT_OPSET = 17  # LayerNormalization; per-channel DequantizeLinear needs only 13
+DEFAULT_OPSET = 18  # torch.onnx's exporter writes opset 18; per-channel DequantizeLinear needs only 13
 MIN_OPSET, MAX_OPSET = 13, 21
 FORMATS = ("qdq", "qoperator")
 
@@ -37,8 +37,14 @@ def build_quantized(
     format: str = "qdq",
     opset: int | None = None,
     dynamic_batch: bool = True,
+    example_kwargs: dict | None = None,
 ) -> onnx.ModelProto:
-    """The checked, cleaned ONNX model of a fake-quant model, in memory."""
+    """The checked, cleaned ONNX model of a fake-quant model, in memory.
+
+    ``example_inputs`` (a tensor, a tuple of positional inputs, or a dict of keyword inputs
+    such as ``input_ids``/``attention_mask``) and ``example_kwargs`` are what the model is
+    called with; the file's inputs carry the same names.
+    """
     if format not in FORMATS:
         raise OnnxExportError(f"format must be one of {FORMATS}, got {format!r}")
     opset = DEFAULT_OPSET if opset is None else int(opset)
@@ -46,7 +52,10 @@ def build_quantized(
         raise OnnxExportError(
             f"opset must be in {MIN_OPSET}..{MAX_OPSET} (per-channel DequantizeLinear), got {opset}"
         )
-    model = clean(build_qdq(qmodel, _as_tuple(example_inputs), opset, dynamic_batch))
+    args, kwargs = _as_tuple(example_inputs), dict(example_kwargs or {})
+    if isinstance(example_inputs, dict):  # a transformer batch: keyword inputs by name
+        args, kwargs = (), {**example_inputs, **kwargs}
+    model = clean(build_qdq(qmodel, args, kwargs, opset, dynamic_batch))
     if format == "qoperator":
         model = clean(to_qoperator(model))
     check(model)
@@ -69,9 +78,11 @@ def export_quantized(
     format: str = "qdq",
     opset: int | None = None,
     dynamic_batch: bool = True,
+    example_kwargs: dict | None = None,
 ) -> Path:
     """Write the int8 ONNX file of ``qmodel`` to ``path`` atomically; returns the path."""
-    model = build_quantized(qmodel, example_inputs, format=format, opset=opset, dynamic_batch=dynamic_batch)
+    model = build_quantized(qmodel, example_inputs, format=format, opset=opset, dynamic_batch=dynamic_batch,
+                            example_kwargs=example_kwargs)
     return write_atomic(path, model.SerializeToString())
 
 
