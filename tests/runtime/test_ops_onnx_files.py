@@ -1,0 +1,36 @@
+"""Another tool's files through our runtime: a torchvision model exported by torch.onnx and
+quantized by ONNX Runtime's quantize_static in all four forms (bench/onnx_files.py runs the
+whole list)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.onnx_files import FORMATS, agreement, export_fp32, ort_run, output_step, quantize, reference_run
+from export.validate import probe_onnxruntime
+from runtime import InferenceSession
+
+
+@pytest.mark.slow
+def test_squeezenet_fp32_and_ort_quantized_files_run_like_ort_and_the_reference(tmp_path):
+    size = 64
+    x = np.random.default_rng(2).standard_normal((1, 3, size, size), dtype=np.float32)
+    fp32 = export_fp32("squeezenet1_0", tmp_path / "m.onnx", size)
+    ours = InferenceSession(str(fp32), threads=1).run(None, {"input": x})[0]
+    theirs = ort_run(fp32, x)
+    assert np.abs(ours - theirs).max() <= 1e-4 * np.abs(theirs).max()
+    ort_exact = probe_onnxruntime().exact
+    for fmt, act in FORMATS:
+        path = quantize(fp32, tmp_path / f"m_{fmt}_{act}.onnx", size, fmt, act)
+        ours = InferenceSession(str(path), threads=1).run(None, {"input": x})[0]
+        step = output_step(path)
+        if fmt == "qdq":
+            ref = reference_run(path, x)
+            # one-step rounding differences of the integer fold compound over 26 layers (see the
+            # bench's docstring); the class the file predicts stays the reference's
+            assert ours.argmax() == ref.argmax(), (fmt, act)
+        # ORT's QDQ int8-activation path computes some ops in float: compare the integer forms only
+        if ort_exact and (fmt, act) != ("qdq", "s8"):
+            vs_ort = agreement(ours, ort_run(path, x), step)
+            assert vs_ort.identical >= 0.999 and vs_ort.max_steps <= 1, (fmt, act, vs_ort)
