@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cache
 
 import numpy as np
 
@@ -36,19 +37,24 @@ def _call(kernel: Callable[..., object], *args: object) -> object:
         raise InferenceError(f"kernel {kernel.__name__}: out of memory") from exc
 
 
+@cache
+def _path_ids() -> dict[str, int]:
+    """name -> id of the paths usable here, slowest first (asked once: the CPU does not change)."""
+    return {name: int(getattr(_kernels, name)) for name in _kernels.paths()}
+
+
 def available_paths() -> list[str]:
     """Instruction-set paths usable on this machine, slowest first ('portable' always)."""
-    return list(_kernels.paths())
+    return list(_path_ids())
 
 
 def resolve_path(path: str | None = None) -> int:
     """Path id for ``path``, else for $COMPRESS_RUNTIME_ISA, else the fastest available."""
-    name = path or os.environ.get(ISA_ENV) or available_paths()[-1]
-    if name not in available_paths():
-        raise InferenceError(
-            f"instruction-set path {name!r} is not available here; choose from {available_paths()}"
-        )
-    return int(getattr(_kernels, name))
+    ids = _path_ids()
+    name = path or os.environ.get(ISA_ENV) or next(reversed(ids))
+    if name not in ids:
+        raise InferenceError(f"instruction-set path {name!r} is not available here; choose from {list(ids)}")
+    return ids[name]
 
 
 @dataclass(frozen=True)
@@ -67,14 +73,19 @@ class OutputStage:
     lo: int = 0
     hi: int = 255
     dtype: type = np.uint8
+    _args: tuple = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # The C arguments are made once: a stage is built at load and used on every run.
+        bias = np.ascontiguousarray(self.bias, np.int32)
+        mult = None if self.multiplier is None else np.ascontiguousarray(self.multiplier, np.float32)
+        object.__setattr__(self, "_args", (bias, mult, int(self.zero_point), int(self.lo), int(self.hi)))
 
     def empty(self, shape: tuple[int, ...]) -> np.ndarray:
         return np.empty(shape, np.int32 if self.multiplier is None else self.dtype)
 
     def args(self) -> tuple:
-        bias = np.ascontiguousarray(self.bias, np.int32)
-        mult = None if self.multiplier is None else np.ascontiguousarray(self.multiplier, np.float32)
-        return bias, mult, int(self.zero_point), int(self.lo), int(self.hi)
+        return self._args
 
 
 def pack_weights(w: np.ndarray) -> PackedWeights:

@@ -68,7 +68,8 @@ typedef void (*ukernel_fn)(const void *a, int64_t lda, const void *b, int64_t bs
 
 struct qgemm_isa;
 
-/* Whole-block kernel for paths that do not fit the micro-kernel loop (AMX's tile state). */
+/* Whole-block kernel for paths that do not fit the micro-kernel loop (AMX's tile state); abuf is
+ * always a packed block (row stride kp, rows padded to 32). */
 typedef void (*block_fn)(const struct qgemm_isa *isa, const packed_b *b, const void *abuf, int64_t rows, int64_t m0,
                          int64_t nb0, int64_t nb1, const out_stage *os);
 

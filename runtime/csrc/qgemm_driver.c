@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conv.h"
 #include "qgemm.h"
 #include "threadpool.h"
 
@@ -52,9 +53,10 @@ static void *thread_buffer(tl_buffer *buf, size_t size) {
     return buf->ptr;
 }
 
-/* The micro-kernel loop: one int32 tile at a time through the output stage. */
-static void block_tiles(const qgemm_isa *isa, const packed_b *b, const void *abuf, int64_t rows, int64_t m0,
-                        int64_t nb0, int64_t nb1, const out_stage *os) {
+/* The micro-kernel loop: one int32 tile at a time through the output stage.  A rows are lda
+ * elements apart. */
+static void block_tiles(const qgemm_isa *isa, const packed_b *b, const void *abuf, int64_t lda, int64_t rows,
+                        int64_t m0, int64_t nb0, int64_t nb1, const out_stage *os) {
     int32_t tile[QGEMM_MR_MAX * QGEMM_NR_MAX] __attribute__((aligned(64)));
     const int64_t kd = (b->k + isa->kalign - 1) / isa->kalign * isa->kalign;
     const int64_t bstride = b->kp * QGEMM_NBLOCK; /* elements per 16-column block, either layout */
@@ -67,7 +69,7 @@ static void block_tiles(const qgemm_isa *isa, const packed_b *b, const void *abu
         const char *panel = bdata + (size_t)(jb * bstride) * b_elem;
         for (int64_t i = 0; i < rows; i += isa->mr) {
             const int r = rows - i < isa->mr ? (int)(rows - i) : isa->mr;
-            isa->kernel((const char *)abuf + (size_t)(i * b->kp) * a_elem, b->kp, panel, bstride, kd, r, nb, tile);
+            isa->kernel((const char *)abuf + (size_t)(i * lda) * a_elem, lda, panel, bstride, kd, r, nb, tile);
             isa->output(tile, QGEMM_NR_MAX, r, cols, m0 + i, col0, os);
         }
     }
@@ -80,6 +82,7 @@ typedef struct {
     a_fill_fn fill;
     const void *fill_ctx;
     const out_stage *os;
+    const dense_ctx *dense; /* fill_ctx when A is a dense matrix (fill_dense), else NULL */
     atomic_int failed;
 } gemm_job;
 
@@ -95,6 +98,30 @@ static void gemm_task(void *ctx, int64_t task, int worker) {
     const int64_t nb0 = g * job->nb_per_group;
     const int64_t nb1 = nb0 + job->nb_per_group < nblocks ? nb0 + job->nb_per_group : nblocks;
     if (nb0 >= nb1) return;
+    const dense_ctx *dense = job->dense;
+    const int64_t kd = (b->k + isa->kalign - 1) / isa->kalign * isa->kalign;
+    if (dense && !isa->a16 && !isa->block && kd == b->k) {
+        /* A dense A whose depth needs no padding is read where it lies (1x1 convolutions,
+         * MatMul): the micro-kernels read exactly k bytes of each of the block's rows. */
+        block_tiles(isa, b, dense->a + m0 * dense->lda, dense->lda, rows, m0, nb0, nb1, job->os);
+        return;
+    }
+    if (dense && isa->a16) {
+        /* Widened straight from the source rows, zero up to the micro-kernel's depth. */
+        int16_t *wide = thread_buffer(&tl_a16, (size_t)(rows * b->kp) * sizeof(int16_t));
+        if (wide == NULL) {
+            atomic_store(&job->failed, 1);
+            return;
+        }
+        for (int64_t i = 0; i < rows; ++i) {
+            const uint8_t *src = dense->a + (m0 + i) * dense->lda;
+            int16_t *dst = wide + i * b->kp;
+            for (int64_t j = 0; j < b->k; ++j) dst[j] = src[j];
+            for (int64_t j = b->k; j < kd; ++j) dst[j] = 0;
+        }
+        block_tiles(isa, b, wide, b->kp, rows, m0, nb0, nb1, job->os);
+        return;
+    }
     /* Rows are padded to a multiple of 32 (the AMX tile pair) with zeros so no kernel reads
      * uninitialised memory. */
     const int64_t padded = (rows + 31) & ~(int64_t)31;
@@ -105,6 +132,10 @@ static void gemm_task(void *ctx, int64_t task, int worker) {
     }
     job->fill(job->fill_ctx, m0, rows, abuf, b->kp);
     memset(abuf + rows * b->kp, 0, (size_t)((padded - rows) * b->kp));
+    if (isa->block) {
+        isa->block(isa, b, abuf, rows, m0, nb0, nb1, job->os);
+        return;
+    }
     const void *a = abuf;
     if (isa->a16) {
         int16_t *wide = thread_buffer(&tl_a16, (size_t)(rows * b->kp) * sizeof(int16_t));
@@ -115,7 +146,7 @@ static void gemm_task(void *ctx, int64_t task, int worker) {
         for (int64_t i = 0; i < rows * b->kp; ++i) wide[i] = abuf[i];
         a = wide;
     }
-    (isa->block ? isa->block : block_tiles)(isa, b, a, rows, m0, nb0, nb1, job->os);
+    block_tiles(isa, b, a, b->kp, rows, m0, nb0, nb1, job->os);
 }
 
 int qgemm_run(int path, const packed_b *b, int64_t m, a_fill_fn fill, const void *fill_ctx, const out_stage *os,
@@ -138,7 +169,7 @@ int qgemm_run(int path, const packed_b *b, int64_t m, a_fill_fn fill, const void
     int64_t per = (nblocks + groups - 1) / groups;
     per = (per + unit - 1) / unit * unit;
     groups = (nblocks + per - 1) / per;
-    gemm_job job = {isa, b, m, groups, per, fill, fill_ctx, os, 0};
+    gemm_job job = {isa, b, m, groups, per, fill, fill_ctx, os, fill == fill_dense ? fill_ctx : NULL, 0};
     pool_run(gemm_task, &job, mblocks * groups, nthreads);
     return atomic_load(&job.failed) ? -1 : 0;
 }

@@ -26,6 +26,7 @@ class QConv:
         if w.ndim != 4:
             raise InferenceError(f"{where}: only 2-D convolutions are supported (weight shape {w.shape})")
         self.where, self.opts, self.attrs = where, opts, node.attrs
+        self.geometries: dict[tuple[int, int], kernels.ConvGeometry] = {}  # per input size, made once
         self.channels_last = bool(node.attrs.get("channels_last", 0))
         self.group = int(node.attrs.get("group", 1))
         cout, cin_g, kh, kw = w.shape
@@ -67,7 +68,9 @@ class QConv:
         if x.shape[3] != self.cin:
             raise InferenceError(f"{self.where}: input has {x.shape[3]} channels, weights expect {self.cin}")
         x, _ = as_uint8_activation(x, 0)
-        geom = conv_geometry(self.attrs, self.kernel, x.shape[1:3], self.where)
+        geom = self.geometries.get(x.shape[1:3])
+        if geom is None:
+            geom = self.geometries[x.shape[1:3]] = conv_geometry(self.attrs, self.kernel, x.shape[1:3], self.where)
         t, isa = self.opts.threads, self.opts.isa
         if self.depthwise:
             y = kernels.depthwise_nhwc(x, self.dw_weights, geom, self.zx, self.stage, t, isa)
