@@ -10,6 +10,7 @@ The ``check_*`` functions run during validation and only look things up, never b
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import inspect
 import os
@@ -80,10 +81,11 @@ def factory_kwargs_problem(source: str, kwargs: dict[str, Any]) -> tuple[str | N
     return None
 
 
-def _torchvision_names() -> list[str]:
+@functools.lru_cache(maxsize=1)
+def _torchvision_names() -> tuple[str, ...]:
     import torchvision
 
-    return torchvision.models.list_models(module=torchvision.models)
+    return tuple(torchvision.models.list_models(module=torchvision.models))
 
 
 def check_model_source(value: str, base: Path) -> str | None:
