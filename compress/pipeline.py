@@ -25,7 +25,7 @@ import torch
 from compress import distributed
 from compress.errors import CompressError, RecipeError, translate_errors
 from compress.recipe import Recipe, Stage
-from compress.sources import build_loaders, build_model, conform_to_state_dict, save_model
+from compress.sources import build_loaders, build_model, conform_to_state_dict, first_line, save_model
 from compress.stages import STAGES, RunState, prepare_quantized
 from export.atomic import write_atomic
 
@@ -102,7 +102,7 @@ def load_checkpoint(state: RunState) -> int:
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, corrupt, or pickled objects weights_only refuses
-        raise CompressError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0]}); delete it or run "
+        raise CompressError(f"{path}: unreadable checkpoint ({first_line(exc)}); delete it or run "
                             "without --resume") from None
     if not isinstance(ck, dict) or not _CHECKPOINT_KEYS <= ck.keys():
         raise CompressError(f"{path}: not a checkpoint written by compress run; delete it or run without --resume")
@@ -125,8 +125,7 @@ def load_checkpoint(state: RunState) -> int:
     except CompressError:
         raise
     except Exception as exc:  # tensors of other shapes, a qmodel without a quantize stage, ...
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise CompressError(f"{path}: does not restore this recipe's models ({type(exc).__name__}: {first}); "
+        raise CompressError(f"{path}: does not restore this recipe's models ({type(exc).__name__}: {first_line(exc)}); "
                             "delete it or run without --resume") from None
     return done
 

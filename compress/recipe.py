@@ -21,7 +21,13 @@ from typing import Any
 import yaml
 
 from compress.errors import RecipeError
-from compress.sources import DATA_SOURCE_KINDS, check_data_source, check_model_source, factory_kwargs_problem
+from compress.sources import (
+    DATA_SOURCE_KINDS,
+    check_data_source,
+    check_model_source,
+    factory_kwargs_problem,
+    first_line,
+)
 
 Path_ = tuple[str | int, ...]
 _REQUIRED = object()
@@ -106,7 +112,7 @@ def _yaml_error(exc: yaml.YAMLError, where: str, text: str) -> RecipeError:
         position = min(int(getattr(exc, "position", 0) or 0), len(text))
         line = text.count("\n", 0, position) + 1
         column = position - (text.rfind("\n", 0, position) + 1) + 1
-    problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc).splitlines()[0]
+    problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or first_line(exc)
     if isinstance(exc, yaml.reader.ReaderError):
         problem = f"unacceptable character #x{exc.character:04x}" if isinstance(exc.character, int) else problem
     return RecipeError(f"{where}:{line}:{column}: invalid YAML: {problem}" + (f" ({context})" if context else ""))

@@ -30,6 +30,11 @@ MODEL_FILE_SUFFIXES = (".pt", ".pth")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type when the message is empty."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def resolve_import(target: str) -> Callable[..., Any]:
     """``package.module:attr`` → the attribute; errors say which half failed."""
     module_name, _, attr = target.partition(":")
@@ -155,7 +160,7 @@ def _load_state(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt file or pickled objects weights_only refuses
-        raise RecipeError(f"cannot load {path} with weights_only=True: {str(exc).splitlines()[0]}") from None
+        raise RecipeError(f"cannot load {path} with weights_only=True: {first_line(exc)}") from None
 
 
 def _key(*path: str | int) -> str:
@@ -215,7 +220,7 @@ def _load_weights(model: nn.Module, state: Any, path: Path) -> None:
     try:
         conform_to_state_dict(model, state).load_state_dict(state)
     except (RuntimeError, KeyError, ValueError, IndexError) as exc:
-        raise RecipeError(f"{path}: weights do not fit the model: {str(exc).splitlines()[0]}") from None
+        raise RecipeError(f"{path}: weights do not fit the model: {first_line(exc)}") from None
 
 
 def save_model(model: nn.Module, spec: dict[str, Any], path: Path) -> Path:
