@@ -14,6 +14,7 @@ import copy
 import hashlib
 import io
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,7 +157,8 @@ def replace_sites(
     rewrite: Callable[[LinearSite, str, nn.Module, onnx.GraphProto], list[onnx.NodeProto]],
 ) -> onnx.ModelProto:
     """Replaces each site whose weight is in ``found`` by ``rewrite``'s nodes (which write the
-    site's output); every module must be found, and unused initializers are dropped."""
+    site's output); modules the forward never reaches are named in a warning, and unused
+    initializers are dropped."""
     graph = model.graph
     done: set[str] = set()
     for site in linear_sites(model):
@@ -174,8 +176,11 @@ def replace_sites(
         for offset, n in enumerate(new_nodes):
             graph.node.insert(index + offset, n)
         done.add(name)
+    if not done:
+        raise OnnxExportError("no MatMul/Gemm of the exported graph carries a quantized module's weights")
     if missing := sorted({n for n, _ in found.values()} - done):
-        raise OnnxExportError(f"no MatMul/Gemm with the weights of {missing} in the exported graph")
+        warnings.warn(f"{missing} do not take part in the exported forward; their weights are not in the file",
+                      stacklevel=3)
     used = {i for n in graph.node for i in n.input}
     keep = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]

@@ -231,20 +231,30 @@ def collect_input_stats(
 # ---- the three ways of choosing the codes ---------------------------------------------------
 
 
-def rtn(w: torch.Tensor, spec: GroupSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(codes, scale, zero) by round-to-nearest."""
-    scale, zero = group_qparams(w, spec)
+def rtn(
+    w: torch.Tensor, spec: GroupSpec, clip: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(codes, scale, zero) by round-to-nearest; ``clip`` (N, n_groups) shrinks each group's
+    range by that ratio first (values outside saturate)."""
+    if clip is None:
+        scale, zero = group_qparams(w, spec)
+    else:
+        g = _grouped(w.float(), spec.group_size)
+        scale, zero = qparams(g.amin(-1) * clip, g.amax(-1) * clip, spec.code_spec)
     return quantize_codes(w, scale, zero, spec), scale, zero
 
 
 def gptq(
-    w: torch.Tensor, h: torch.Tensor, spec: GroupSpec, damp: float = 0.01, block: int = 128
+    w: torch.Tensor, h: torch.Tensor, spec: GroupSpec, damp: float = 0.01, block: int = 128,
+    act_order: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """GPTQ (Frantar et al. 2022): quantize column by column, pushing each column's error onto
     the columns not yet quantized through the Cholesky factor of the inverse Hessian.
 
-    A group's scale and zero point are chosen when its first column is reached, from the
-    weights as updated so far (static groups, no activation reordering)."""
+    With ``act_order`` columns go in order of decreasing Hessian diagonal (the inputs with
+    the most energy first) and the group scales are fixed up front from the original weights
+    ("static groups"), so groups stay contiguous in the file (no g_idx); without it a group's
+    scale is chosen when its first column is reached, from the weights as updated so far."""
     n, k = w.shape
     g = spec.group_size
     block = max(g, block // g * g)
@@ -254,26 +264,30 @@ def gptq(
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
     h += torch.eye(k, dtype=h.dtype) * damp * torch.diag(h).mean()
+    perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(k)
+    fixed = group_qparams(w.float(), spec) if act_order else None
+    w, h = w[:, perm], h[perm][:, perm]
     hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
-    scales, zeros = [], []
+    n_groups = (k + g - 1) // g
+    scale = torch.zeros(n, n_groups) if fixed is None else fixed[0]
+    zero = torch.zeros(n, n_groups, dtype=torch.int32) if fixed is None else fixed[1]
     q_all = torch.zeros_like(w)
     for i1 in range(0, k, block):
         i2 = min(i1 + block, k)
         w1, err1, hinv1 = w[:, i1:i2].clone(), torch.zeros(n, i2 - i1, dtype=w.dtype), hinv[i1:i2, i1:i2]
         for i in range(i2 - i1):
-            if (i1 + i) % g == 0:
+            col, grp = w1[:, i], int(perm[i1 + i]) // g
+            if fixed is None and (i1 + i) % g == 0:  # block is a multiple of g: the group lies in w1
                 s, z = qparams(w1[:, i : i + g].amin(1).float(), w1[:, i : i + g].amax(1).float(), spec.code_spec)
-                scales.append(s)
-                zeros.append(z)
-            s, z = scales[-1].double(), zeros[-1].double()
-            col = w1[:, i]
+                scale[:, grp], zero[:, grp] = s, z
+            s, z = scale[:, grp].double(), zero[:, grp].double()
             q = (torch.clamp(torch.round(col.float() / s.float()).double() + z, 0, spec.qmax) - z) * s
             q_all[:, i1 + i] = q
             e = (col - q) / hinv1[i, i]
             w1[:, i:] -= e[:, None] * hinv1[i, i:][None, :]
             err1[:, i] = e
         w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
-    scale, zero = torch.stack(scales, 1), torch.stack(zeros, 1)
+    q_all = q_all[:, torch.argsort(perm)]
     return quantize_codes(q_all.float(), scale, zero, spec), scale, zero
 
 
@@ -290,6 +304,24 @@ def awq_scale(w: torch.Tensor, st: InputStats, spec: GroupSpec, grid: int = 20) 
         loss = float((((x / s) @ fake_quantize_groups(w * s, spec).t() - ref) ** 2).mean())
         if loss < best_loss:
             best, best_loss = s, loss
+    return best
+
+
+def awq_clip(w: torch.Tensor, x: torch.Tensor, spec: GroupSpec, grid: int = 10, floor: float = 0.5) -> torch.Tensor:
+    """AWQ's clipping search: per (output row, group), the range ratio in [floor, 1] whose
+    quantized weights best reproduce that group's share of the output on the sample x."""
+    wg = _grouped(w.float(), spec.group_size)  # (N, G, g)
+    xg = _grouped(x.float(), spec.group_size).transpose(0, 1)  # (G, rows, g)
+    best_err = torch.full(wg.shape[:2], float("inf"))
+    best = torch.ones(wg.shape[:2])
+    for step in range(grid + 1):
+        ratio = 1.0 - (1.0 - floor) * step / grid
+        scale, zero = qparams(wg.amin(-1) * ratio, wg.amax(-1) * ratio, spec.code_spec)
+        q = torch.clamp(torch.round(wg / scale[..., None]) + zero[..., None], 0, spec.qmax)
+        delta = (q - zero[..., None]) * scale[..., None] - wg  # (N, G, g)
+        err = (torch.einsum("grk,ngk->ngr", xg, delta) ** 2).mean(-1)
+        better = err < best_err
+        best_err, best = torch.where(better, err, best_err), torch.where(better, ratio, best)
     return best
 
 
@@ -324,7 +356,7 @@ def quantize_weight_only(
     symmetric: bool = True,
     skip: Iterable[str] = (),
     max_batches: int | None = None,
-    awq_rows: int = 2048,
+    awq_rows: int = 512,
 ) -> nn.Module:
     """Replaces every Linear-like module of ``model`` (in place) by a :class:`WeightOnlyLinear`.
 
@@ -350,8 +382,12 @@ def quantize_weight_only(
         if method == "gptq":
             codes, scale, zero = gptq(w, stats[name].hessian, spec)
         else:
-            s = awq_scale(w, stats[name], spec) if method == "awq" else None
-            codes, scale, zero = rtn(w if s is None else w * s, spec)
+            s, clip = None, None
+            if method == "awq":
+                s = awq_scale(w, stats[name], spec)
+                x = stats[name].sample.float()
+                clip = awq_clip(w if s is None else w * s, x if s is None else x / s, spec)
+            codes, scale, zero = rtn(w if s is None else w * s, spec, clip)
             in_scale = None if s is None else (1.0 / s)
         set_module(model, name, WeightOnlyLinear(codes, scale, zero, w.shape[1], spec, module.bias, in_scale))
     return model

@@ -1,0 +1,93 @@
+"""Dynamic int8 quantization of Linear layers: the standard for BERT-class models.
+
+Weights are int8 symmetric per output channel, fixed at conversion; activations are
+quantized at run time, per tensor, exactly as ONNX's DynamicQuantizeLinear defines it:
+``x_min = min(0, min x)``, ``x_max = max(0, max x)``, ``s = (x_max - x_min) / 255``,
+``z = saturate(round(-x_min / s))``, ``q = saturate(round(x / s) + z)`` (uint8).
+:class:`DynamicLinear` computes what the exported graph computes, DynamicQuantizeLinear →
+MatMulInteger → Cast → Mul(s_x·s_w) → Add(bias): an exact integer accumulator, converted
+to fp32 and multiplied by the fp32 product of the scales.  No calibration data is needed.
+
+LSTM and GRU are not converted (the exported graph would need ONNX Runtime's
+DynamicQuantizeLSTM, which neither the exporter nor the runtime implements); they stay float
+and :func:`quantize_dynamic` says so.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from quant.errors import QuantError
+from quant.spec import WEIGHT_INT8_PER_CHANNEL, qparams, quantize_int
+from quant.weight_only import is_linear_like, linear_weight, set_module
+
+
+def dynamic_qparams(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale fp32, zero point) of ONNX DynamicQuantizeLinear over the whole tensor.
+
+    A tensor of zeros gets scale 1 (ONNX Runtime's choice) instead of dividing by 0."""
+    lo = torch.clamp(x.min().float(), max=0.0)
+    hi = torch.clamp(x.max().float(), min=0.0)
+    scale = (hi - lo) / torch.tensor(255.0)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    zero = torch.clamp(torch.round((0.0 - lo) / scale), 0, 255)
+    return scale, zero
+
+
+class DynamicLinear(nn.Module):
+    """y = fp32(Σ (q_x - z_x)·q_w) · fp32(s_x · s_w[c]) + b with run-time uint8 q_x."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        w = weight.detach().float()
+        amax = w.abs().amax(1)
+        scale, _ = qparams(-amax, amax, WEIGHT_INT8_PER_CHANNEL)
+        self.in_features, self.out_features = w.shape[1], w.shape[0]
+        self.register_buffer("qweight", quantize_int(w, scale, torch.zeros_like(scale, dtype=torch.int32),
+                                                     WEIGHT_INT8_PER_CHANNEL, axis=0).to(torch.int8))
+        self.register_buffer("weight_scale", scale)
+        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """The float weight the export's float twin carries (identifies this layer's MatMul)."""
+        return self.qweight.float() * self.weight_scale[:, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        scale, zero = dynamic_qparams(xf)
+        q = torch.clamp(torch.round(xf / scale) + zero, 0, 255)
+        acc = (q.double() - zero.double()) @ self.qweight.double().t()
+        y = acc.float() * (scale * self.weight_scale).float()
+        if self.bias is not None:
+            y = y + self.bias
+        return y.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 dynamic"
+
+
+RECURRENT = (nn.LSTM, nn.GRU, nn.RNN)
+
+
+def quantize_dynamic(model: nn.Module, *, skip: Iterable[str] = ()) -> nn.Module:
+    """Replaces every Linear-like module (in place) by a :class:`DynamicLinear`; returns ``model``."""
+    modules = dict(model.named_modules())
+    skip = set(skip)
+    if unknown := sorted(skip - set(modules)):
+        raise QuantError(f"skip names unknown modules {unknown}")
+    names = [n for n, m in modules.items() if is_linear_like(m) and n not in skip]
+    recurrent = [n for n, m in modules.items() if isinstance(m, RECURRENT)]
+    if recurrent:
+        warnings.warn(f"dynamic int8 leaves recurrent layers float (no exportable integer form): {recurrent}",
+                      stacklevel=2)
+    if not names:
+        raise QuantError(f"{type(model).__name__} has no Linear layers to quantize dynamically")
+    for name in names:
+        module = modules[name]
+        set_module(model, name, DynamicLinear(linear_weight(module), module.bias))
+    return model
+

@@ -1,0 +1,88 @@
+"""DynamicQuantizeLinear and MatMulInteger: the dynamic int8 path (ONNX's standard form).
+
+DynamicQuantizeLinear follows the ONNX definition (range widened to include 0, scale
+(max - min)/255, zero point rounded half to even and saturated); a tensor of zeros gets
+scale 1 as in ONNX Runtime.  MatMulInteger with a constant B runs on the C GEMM with the
+weights packed once; its activation zero point may be a run-time value (the output of
+DynamicQuantizeLinear), so the ``z_x · column_sum(B)`` correction is applied after the
+GEMM when it is not a constant.  Everything is exact integer arithmetic.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from runtime import kernels
+from runtime.errors import InferenceError
+from runtime.ops.registry import register
+from runtime.qmath import centered_weights
+
+
+@register("DynamicQuantizeLinear")
+def dynamic_quantize_linear(node, graph, opts):
+    def run(x):
+        x = np.asarray(x, np.float32)
+        lo = np.float32(min(0.0, float(x.min(initial=0.0))))
+        hi = np.float32(max(0.0, float(x.max(initial=0.0))))
+        scale = np.float32((hi - lo) / np.float32(255))
+        if not scale > 0:
+            scale = np.float32(1.0)
+        zero = np.float32(np.clip(np.rint((np.float32(0) - lo) / scale), 0, 255))
+        q = np.clip(np.rint(x / scale) + zero, 0, 255).astype(np.uint8)
+        return [q, np.asarray(scale, np.float32), np.asarray(zero, np.uint8)]
+
+    return run
+
+
+def _as_u8(a: np.ndarray) -> tuple[np.ndarray, int]:
+    """uint8 operand and the shift applied to its zero point (int8 -> uint8 flips the sign bit)."""
+    if a.dtype == np.uint8:
+        return a, 0
+    if a.dtype == np.int8:
+        return a.view(np.uint8) ^ np.uint8(0x80), 128
+    raise InferenceError(f"MatMulInteger input must be uint8 or int8, got {a.dtype}")
+
+
+def _row_zero_points(a_zp, rows: int, shift: int) -> np.ndarray | int:
+    if a_zp is None:
+        return shift
+    z = np.asarray(a_zp).astype(np.int64).reshape(-1)
+    if z.size == 1:
+        return int(z[0]) + shift
+    if z.size != rows:
+        raise InferenceError(f"a_zero_point has {z.size} values for {rows} rows")
+    return z + shift
+
+
+@register("MatMulInteger")
+def matmul_integer(node, graph, opts):
+    where = f"{graph.source}: {node.describe()}"
+    w = graph.const(node.inputs[1])
+    b_zp = graph.const(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] else None
+    if w is None or w.ndim != 2:
+        def run_dynamic(a, b, a_zp=None, bzp=None):
+            za = 0 if a_zp is None else np.asarray(a_zp).astype(np.int64)
+            zb = 0 if bzp is None else np.asarray(bzp).astype(np.int64)
+            if np.ndim(za) == 1 and a.ndim == 2:
+                za = za[:, None]
+            return [np.matmul(a.astype(np.int64) - za, b.astype(np.int64) - zb).astype(np.int32)]
+
+        return run_dynamic
+    if len(node.inputs) > 3 and node.inputs[3] and b_zp is None:
+        raise InferenceError(f"{where}: b_zero_point must be a constant when B is")
+    wc = centered_weights(w, b_zp, axis=1, where=where)  # (K, N) int8
+    w_nk = np.ascontiguousarray(wc.T)
+    packed = kernels.pack_weights(w_nk)
+    col_sums = w_nk.astype(np.int64).sum(axis=1)
+    zero_stage = kernels.OutputStage(np.zeros(w_nk.shape[0], np.int32), None)
+
+    def run(a, _b=None, a_zp=None, _bzp=None):
+        if a.shape[-1] != w_nk.shape[1]:
+            raise InferenceError(f"{where}: input has {a.shape[-1]} features, B has {w_nk.shape[1]} rows")
+        a2, shift = _as_u8(a.reshape(-1, a.shape[-1]))
+        za = _row_zero_points(a_zp, a2.shape[0], shift)
+        acc = kernels.gemm(a2, packed, zero_stage, opts.threads, opts.isa).astype(np.int64)
+        acc -= (za[:, None] if isinstance(za, np.ndarray) else za) * col_sums[None, :]
+        return [acc.astype(np.int32).reshape(*a.shape[:-1], w_nk.shape[0])]
+
+    return run
