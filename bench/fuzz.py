@@ -351,7 +351,7 @@ def _feeds(session, rng, limit: int):
              "tensor(bool)": np.bool_, "tensor(float16)": np.float16}
     feeds = {}
     for info in session.get_inputs():
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in info.shape]
+        shape = [d if isinstance(d, int) and d >= 0 else 1 for d in info.shape]
         dtype = types.get(info.type, np.float32)
         if np.prod(shape, dtype=np.float64) * np.dtype(dtype).itemsize > limit:
             raise _HugeInput(f"input {info.name!r} declared {info.shape}")

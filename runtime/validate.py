@@ -40,6 +40,7 @@ DEFAULT_MEMORY_LIMIT = 4 << 30
 MEMORY_LIMIT_ENV = "COMPRESS_RUNTIME_MEMORY_LIMIT"
 MAX_NODES = 1_000_000
 MAX_RANK = 16
+MAX_DIM = 1 << 40  # no real tensor has a longer axis; longer ones overflow int64 products in a kernel
 
 # Element types the runtime can hold in numpy (strings, complex and the 4-bit/8-bit float
 # formats have no kernel anywhere in the runtime).
@@ -102,7 +103,7 @@ def check_tensor(t: TensorProto, where: str, limit: int) -> int:
         name = TensorProto.DataType.Name(t.data_type) if t.data_type in TensorProto.DataType.values() else t.data_type
         raise InferenceError(f"{where}: element type {name} is not supported")
     dims = list(t.dims)
-    if len(dims) > MAX_RANK or any(d < 0 for d in dims):
+    if len(dims) > MAX_RANK or any(d < 0 or d > MAX_DIM for d in dims):
         raise InferenceError(f"{where}: invalid dims {dims}")
     count = math.prod(dims)
     size = count * _itemsize(t.data_type)
@@ -272,6 +273,9 @@ def _infer(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
 
 def _check_sizes(values: Iterable[onnx.ValueInfoProto], source: str, limit: int) -> None:
     for v in values:
+        dims = [d.dim_value for d in v.type.tensor_type.shape.dim if d.HasField("dim_value")]
+        if len(dims) > MAX_RANK or any(d < 0 or d > MAX_DIM for d in dims):
+            raise InferenceError(f"{source}: tensor {v.name!r} has dims out of range {dims[:MAX_RANK]}")
         size = _least_bytes(v.type)
         if size is not None and size > limit:
             raise InferenceError(
