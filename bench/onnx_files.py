@@ -116,6 +116,64 @@ def reference_run(path: Path, x: np.ndarray) -> np.ndarray:
     return onnx.reference.ReferenceEvaluator(model).run(None, {"input": x})[0]
 
 
+def layerwise(path: Path, x: np.ndarray) -> tuple[Agreement, int, int, int]:
+    """Every quantized tensor of a QDQ file, each computed by the reference from *our* codes of
+    its inputs (DQ -> op -> Q in isolation), so one layer's rounding does not compound into
+    the next: (agreement over all their elements, tensors compared, quantized tensors in all,
+    tensors whose reference shape differs from ours and ORT's: onnx.reference sizes some
+    ceil_mode pools differently)
+
+    A tensor is compared when the op before its QuantizeLinear reads only DequantizeLinear
+    outputs and constants (ORT's QDQ files put a DQ before every quantized op's input)."""
+    model = onnx.load(str(path))
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    producers = {o: n for n in g.node for o in n.output}
+    qnodes = [n for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits]
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for q in qnodes:
+        elem = inits[q.input[2]].data_type if len(q.input) > 2 and q.input[2] in inits else onnx.TensorProto.UINT8
+        probe.graph.output.append(onnx.helper.make_tensor_value_info(q.output[0], elem, None))
+    names = [q.output[0] for q in qnodes]
+    values = runtime.InferenceSession(probe.SerializeToString(), threads=1).run(names, {"input": x})
+    codes = dict(zip(names, values, strict=True))
+    equal = total = compared = worst = shapes = 0
+    for q in qnodes:
+        op = producers.get(q.input[0])
+        if op is None or op.op_type in ("DequantizeLinear", "QuantizeLinear"):
+            continue
+        dqs, feeds = [], {}
+        for name in (i for i in op.input if i and i not in inits):
+            dq = producers.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear" or not (dq.input[0] in inits or dq.input[0] in codes):
+                break
+            dqs.append(dq)
+            if dq.input[0] in codes:
+                feeds[dq.input[0]] = codes[dq.input[0]]
+        else:
+            used = {i for n in [*dqs, op, q] for i in n.input}
+            graph = onnx.helper.make_graph(
+                [*dqs, op, q],
+                "layer",
+                [
+                    onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+                    for n, v in feeds.items()
+                ],
+                [onnx.helper.make_tensor_value_info(q.output[0], onnx.TensorProto.UNDEFINED, None)],
+                [t for n, t in inits.items() if n in used],
+            )
+            layer = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 21)])
+            ref = onnx.reference.ReferenceEvaluator(layer).run(None, feeds)[0]
+            if ref.shape != codes[q.output[0]].shape:
+                shapes += 1
+                continue
+            diff = np.abs(codes[q.output[0]].astype(np.int64) - ref.astype(np.int64))
+            equal, total = equal + int((diff == 0).sum()), total + diff.size
+            worst, compared = max(worst, int(diff.max(initial=0))), compared + 1
+    return Agreement(equal / max(total, 1), worst), compared, len(qnodes), shapes
+
+
 def output_step(path: Path) -> float | None:
     """Scale of the DequantizeLinear (or QOperator DequantizeLinear) that produces the graph output."""
     model = onnx.load(str(path))
@@ -133,7 +191,25 @@ class Agreement:
     max_steps: int
 
     def cell(self) -> str:
-        return f"{100 * self.identical:.2f} % / {self.max_steps}"
+        return f"{100 * self.identical:.4f} % / {self.max_steps}"
+
+
+def _cell(value) -> str:
+    """A table cell: an Agreement, a layer-wise triple, or why the comparison could not run."""
+    if isinstance(value, Agreement):
+        return value.cell()
+    if isinstance(value, tuple):
+        shapes = f"; {value[3]} where the reference's shape differs" if value[3] else ""
+        return f"{value[0].cell()} ({value[1]}/{value[2]} tensors{shapes})"
+    return f"n/a: {value}"
+
+
+def _attempt(fn, *args):
+    """fn(*args), or the first line of the error it raised (the peer failed, not us)."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # a peer's limitation is a table entry, not the end of the run
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
 
 
 def agreement(ours: np.ndarray, other: np.ndarray, step: float) -> Agreement:
@@ -146,7 +222,7 @@ class Row:
     model: str
     params_m: float
     fp32_rel: float
-    int8: dict[str, tuple[Agreement | None, Agreement | None]]
+    int8: dict[str, dict[str, object]]
     seconds: float
 
 
@@ -169,31 +245,35 @@ def measure(name: str, size: int, folder: Path) -> Row:
         step = output_step(qpath)
         if step is None:
             raise RuntimeError(f"{qpath.name}: the output is not a DequantizeLinear of codes")
-        vs_ort = agreement(ours_q, ort_run(qpath, x), step)
-        vs_ref = None
+        cells = {"ort": agreement(ours_q, ort_run(qpath, x), step)}
         if fmt == "qdq":
-            vs_ref = agreement(ours_q, reference_run(qpath, x), step)
-        int8[f"{fmt} {act}"] = (vs_ref, vs_ort)
+            cells["ref"] = _attempt(lambda p, y=ours_q, s=step: agreement(y, reference_run(p, x), s), qpath)
+            cells["layers"] = _attempt(layerwise, qpath, x)
+        int8[f"{fmt} {act}"] = cells
     return Row(name, params / 1e6, fp32_rel, int8, time.perf_counter() - start)
 
 
 def table(rows: list[Row], ort_note: str, size: int) -> str:
     keys = [f"{f} {a}" for f, a in FORMATS]
+    qdq = [k for k in keys if k.startswith("qdq")]
     head = ["model", "params (M)", "fp32 rel. err vs ORT"]
-    head += [f"{k} vs reference" for k in keys if k.startswith("qdq")] + [f"{k} vs ORT" for k in keys]
+    head += [f"{k} layer-wise vs reference" for k in qdq] + [f"{k} output vs reference" for k in qdq]
+    head += [f"{k} output vs ORT" for k in keys]
     lines = [
         f"CPU: {platform.processor() or platform.machine()}; runtime ISA path: {runtime.available_paths()[-1]}; "
         f"input 1×3×{size}×{size} (larger where the model needs it). {ort_note}",
         "",
-        "int8 cells: identical output codes / largest difference in output steps.",
+        "int8 cells: identical codes / largest difference in steps. Layer-wise: every quantized tensor recomputed "
+        "by the reference from our codes of its inputs (tensors compared / quantized tensors); output: the "
+        "end-to-end output, where one-step differences compound through the layers.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
     for r in rows:
         cells = [r.model, f"{r.params_m:.1f}", f"{r.fp32_rel:.1e}"]
-        cells += [r.int8[k][0].cell() for k in keys if k.startswith("qdq")]
-        cells += [r.int8[k][1].cell() for k in keys]
+        cells += [_cell(r.int8[k]["layers"]) for k in qdq] + [_cell(r.int8[k]["ref"]) for k in qdq]
+        cells += [_cell(r.int8[k]["ort"]) for k in keys]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

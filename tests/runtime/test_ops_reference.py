@@ -136,3 +136,31 @@ def test_maxpool_1d_ceil_mode_with_indices_matches_the_reference():
     ours, ref = _both(model, {"x": x})
     np.testing.assert_array_equal(ours[0], ref[0])
     np.testing.assert_array_equal(ours[1], ref[1])
+
+
+@pytest.mark.parametrize("a_type", [np.uint8, np.int8])
+@pytest.mark.parametrize("b_type", [np.uint8, np.int8])
+@pytest.mark.parametrize("per_axis", [False, True])
+def test_qlinear_matmul_on_both_operand_types_per_tensor_and_per_axis(a_type, b_type, per_axis):
+    """Constant B goes to the C GEMM when B - z_b fits int8, else to the exact numpy path;
+    both must give the reference's codes."""
+    lo_a, hi_a = np.iinfo(a_type).min, np.iinfo(a_type).max
+    lo_b, hi_b = np.iinfo(b_type).min, np.iinfo(b_type).max
+    a = RNG.integers(lo_a, hi_a + 1, (5, 16)).astype(a_type)
+    b = RNG.integers(lo_b, hi_b + 1, (16, 6)).astype(b_type)
+    n = 6 if per_axis else 1
+    zb = RNG.integers(lo_b, hi_b + 1, n).astype(b_type) if b_type == np.uint8 else np.zeros(n, b_type)
+    inits = [
+        const("as", np.float32(0.03)),
+        const("az", a_type(3)),
+        const("b", b),
+        const("bs", (RNG.random(n) * 0.02 + 0.005).astype(np.float32).reshape(-1 if per_axis else ())),
+        const("bz", zb.reshape(-1 if per_axis else ())),
+        const("ys", np.float32(0.7)),
+        const("yz", a_type(5)),
+    ]
+    node = helper.make_node("QLinearMatMul", ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], ["y"])
+    elem = TensorProto.UINT8 if a_type == np.uint8 else TensorProto.INT8
+    model = make_model([node], [tensor("a", [5, 16], elem)], [tensor("y", None, elem)], inits, opset=21)
+    ours, ref = _both(model, {"a": a})
+    np.testing.assert_array_equal(ours[0], ref[0])

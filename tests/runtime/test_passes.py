@@ -171,3 +171,27 @@ def test_choose_layout_transposes_graph_outputs_back_to_nchw():
     g = choose_layout(g)
     assert g.nodes[-1].op_type == "Transpose" and g.nodes[-1].outputs == ["y"]
     assert g.nodes[-1].attrs["perm"] == [0, 3, 1, 2]
+
+
+def test_every_fold_target_is_a_registered_op_and_keeps_ops_fold_onto_codes():
+    """The ops' own facts drive the fold: each QdqFold names an op the runtime runs, and an op
+    declared grid='keeps' (Slice here, never listed in fold_qdq.py) moves onto the int8 codes."""
+    from runtime.ops import registry
+
+    for op in registry.specs():
+        if op.fold is not None:
+            assert registry.spec(op.fold.target) is not None, (op.op_type, op.fold.target)
+    consts = {"s": np.float32(0.1), "z": np.uint8(3), "st": np.array([1]), "en": np.array([5])}
+    g = graph(
+        [
+            Node("QuantizeLinear", "q0", ["x", "s", "z"], ["xq"]),
+            Node("DequantizeLinear", "dq0", ["xq", "s", "z"], ["xf"]),
+            Node("Slice", "slice", ["xf", "st", "en"], ["sf"]),
+            Node("QuantizeLinear", "q1", ["sf", "s", "z"], ["sq"]),
+            Node("DequantizeLinear", "dq1", ["sq", "s", "z"], ["y"]),
+        ],
+        consts,
+    )
+    sliced = next(n for n in fold_qdq(g).nodes if n.op_type == "Slice")
+    assert sliced.inputs[0] == "xq" and sliced.outputs == ["sq"]
+    assert not any(n.name == "q1" for n in g.nodes)
