@@ -119,6 +119,8 @@ def _read_model(path_or_bytes: str | os.PathLike | bytes, limit: int) -> tuple[o
         if any(t.data_location == TensorProto.EXTERNAL for t, _ in _all_tensors(model)):
             raise InferenceError("<bytes>: model references external data; load it from its file instead")
         return model, source
+    if not isinstance(path_or_bytes, str | os.PathLike):
+        raise InferenceError(f"expected a model file path or serialized bytes, got {type(path_or_bytes).__name__}")
     path = Path(path_or_bytes)
     try:
         real = path.resolve(strict=True)

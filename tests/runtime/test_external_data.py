@@ -129,6 +129,8 @@ def test_bytes_with_external_references_and_odd_model_paths_are_refused(tmp_path
         InferenceSession(tmp_path / "nope.onnx")
     with pytest.raises(InferenceError, match="not a regular file"):
         InferenceSession(tmp_path)
+    with pytest.raises(InferenceError, match="model file path or serialized bytes"):
+        InferenceSession(42)
 
 
 def test_external_tensor_over_the_memory_limit_is_refused_before_reading(tmp_path):
