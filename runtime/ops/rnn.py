@@ -72,21 +72,15 @@ class _Recurrence:
             st = [np.zeros((batch, hidden), x.dtype) if s is None else s[d] for s in states]
             y = np.zeros((seq, batch, hidden), x.dtype)
             xw = x @ w[d].T + wb[: self.gates * hidden]
+            rows = np.arange(batch)
             for step in range(seq):
-                t = seq - 1 - step if reverse else step
-                live = (t < lens)[:, None]
-                if reverse:  # each batch entry's own sequence runs backwards from its end
-                    t_b = lens - 1 - step
-                    live = (t_b >= 0)[:, None]
-                    xt = xw[np.clip(t_b, 0, seq - 1), np.arange(batch)]
-                else:
-                    xt = xw[t]
-                new = cell(d, xt, st, r[d], wb[self.gates * hidden :])
-                st = [np.where(live, n, s) for n, s in zip(new, st, strict=True)]
-                if reverse:
-                    y[np.clip(t_b, 0, seq - 1)[live[:, 0]], np.arange(batch)[live[:, 0]]] = st[0][live[:, 0]]
-                else:
-                    y[t] = np.where(live, st[0], 0)
+                # reversed, each batch entry's own sequence runs backwards from its last element
+                t = lens - 1 - step if reverse else np.full(batch, step)
+                live = (t >= 0) & (t < lens)
+                t = np.clip(t, 0, seq - 1)
+                new = cell(d, xw[t, rows], st, r[d], wb[self.gates * hidden :])
+                st = [np.where(live[:, None], n, s) for n, s in zip(new, st, strict=True)]
+                y[t[live], rows[live]] = st[0][live]
             ys.append(y)
             for f, s in zip(finals, st, strict=True):
                 f.append(s)
