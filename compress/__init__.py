@@ -38,6 +38,7 @@ _LAZY = {
     "quantize": "compress.ptq",
     "prepare_qat": "compress.qat",
     "export_onnx": "compress.onnx_export",
+    "layer_report": "compress.layer_report",
     "prune": "compress.pruning",
     "sensitivity_analysis": "compress.pruning",
     "distill": "compress.distillation",

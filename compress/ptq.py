@@ -102,6 +102,7 @@ def quantize(
     on_zero_range: str = "error",
     progress: bool = True,
     transform_fn: Callable[[Any], Any] | None = None,
+    report: bool = False,
 ) -> nn.Module:
     """Post-training quantization: a new fake-quant model in eval mode; ``model`` is untouched.
 
@@ -109,6 +110,8 @@ def quantize(
     tuple of inputs, a dict of keyword inputs (``input_ids``, ``attention_mask``, ...), or
     whatever ``transform_fn(batch)`` returns (a tensor, a tuple, or a dict of keyword inputs).
     The graph is captured with torch.export; the result is called like ``model``.
+    ``report=True`` attaches ``qmodel.quant_report`` (compress.layer_report: every op int8 or
+    float and why, its scale, its SQNR against fp32 on up to 4 calibration batches).
 
     ``method``: 'minmax', 'percentile' (clip at ``percentile``), 'kl' (TensorRT entropy)
     or 'mse'. Weights are int8 symmetric per output channel unless ``per_channel=False``;
@@ -139,7 +142,12 @@ def quantize(
     calibrate(qmodel, calib_loader, progress=progress, max_batches=max_batches, transform_fn=transform_fn,
               input_model=model)
     freeze(qmodel, on_zero_range=on_zero_range)
-    return qmodel.eval()
+    qmodel.eval()
+    if report:
+        from compress.layer_report import layer_report
+
+        qmodel.quant_report = layer_report(qmodel, calib_loader, transform_fn=transform_fn, input_model=model)
+    return qmodel
 
 
 def example_args(
