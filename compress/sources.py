@@ -105,7 +105,9 @@ def check_model_source(value: str, base: Path) -> str | None:
         return None if (base / value).is_file() else f"model file not found: {base / value}"
     if value in _torchvision_names():
         return None
-    return f"'{value}' is neither a torchvision model, an import path (package.module:factory) nor a model file"
+    close = difflib.get_close_matches(value, _torchvision_names(), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"'{value}' is neither a torchvision model, an import path (package.module:factory) nor a model file{hint}"
 
 
 def check_data_source(value: str, base: Path) -> str | None:

@@ -51,6 +51,8 @@ def error_of(tmp_path: Path, text: str, overrides: list[str] | None = None) -> s
         ("{width: 4}", "{widht: 4}", ":4: model.kwargs.widht: 'compress.models:MnistCNN' takes no argument 'widht'; "
                                      "did you mean 'width'?"),
         ("compress.models:MnistCNN", "compress.models:MnistCnn", "did you mean 'compress.models:MnistCNN'?"),
+        ("compress.models:MnistCNN", "resnet81", ":3: model.source: 'resnet81' is neither"),
+        ("compress.models:MnistCNN", "resnet81", "did you mean 'resnet18'?"),
     ],
 )
 def test_suggestions(tmp_path, old, new, expected):
