@@ -32,8 +32,8 @@ from onnx import helper, numpy_helper
 
 from export.builder import MS_DOMAIN
 from export.cleanup import consumers, initializer_map, producers
+from quant.policy import ONNX_EXACT
 
-EXACT_OPS = ("MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Slice")
 ACTIVATIONS = ("Relu", "Clip")
 
 
@@ -293,7 +293,7 @@ RULES: dict[str, Callable[[_Rewriter, onnx.NodeProto], bool]] = {
     "Concat": _Rewriter.concat,
     "GlobalAveragePool": _Rewriter.pool,
     "AveragePool": _Rewriter.pool,
-    **{op: _Rewriter.exact for op in EXACT_OPS},
+    **{op: _Rewriter.exact for op in ONNX_EXACT},
 }
 
 

@@ -46,8 +46,9 @@ ATEN: dict[str, str] = {
 }
 
 # ONNX ops (what the exact ATen ops above become) that move int8 codes unchanged.
+# (single-output ops only: the QOperator rewrite re-emits them on the codes).
 ONNX_EXACT = ("MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Slice",
-              "Split", "Gather", "Expand", "DepthToSpace", "SpaceToDepth")
+              "Gather", "Expand", "DepthToSpace", "SpaceToDepth")
 
 # torch.fx records torch-level callables; each maps to the ATen entry it dispatches to.
 _FX_FUNCTIONS: dict[Any, str] = {
