@@ -15,9 +15,8 @@ import numpy as np
 import torch
 from torch import fx
 
+from quant import policy
 from quant.fake_quant import FakeQuantize
-
-EXACT_PASSTHROUGH = {"flatten", "reshape", "view", "contiguous"}
 
 
 def output_quantizer(gm: fx.GraphModule) -> FakeQuantize | None:
@@ -27,8 +26,8 @@ def output_quantizer(gm: fx.GraphModule) -> FakeQuantize | None:
     while isinstance(node, fx.Node):
         if node.op == "call_module" and isinstance(fq := gm.get_submodule(node.target), FakeQuantize):
             return fq
-        passthrough = node.op == "call_method" and node.target in EXACT_PASSTHROUGH
-        passthrough |= node.op == "call_function" and node.target in (torch.flatten, torch.reshape)
+        passthrough = node.op == "call_method" and policy.method_kind(str(node.target)) == policy.EXACT
+        passthrough |= node.op == "call_function" and policy.function_kind(node.target) == policy.EXACT
         if not passthrough:
             return None
         node = node.args[0]
