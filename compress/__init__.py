@@ -36,6 +36,11 @@ from compress.errors import (
 # public name -> module that defines it
 _LAZY = {
     "quantize": "compress.ptq",
+    "quantize_dynamic": "compress.transformer_methods",
+    "quantize_weight_only": "compress.transformer_methods",
+    "smooth_quant": "compress.transformer_methods",
+    "export_weight_only": "compress.transformer_methods",
+    "export_dynamic": "compress.transformer_methods",
     "prepare_qat": "compress.qat",
     "export_onnx": "compress.onnx_export",
     "layer_report": "compress.layer_report",

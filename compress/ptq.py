@@ -20,6 +20,7 @@ from quant.spec import WEIGHT_INT8_PER_CHANNEL, WEIGHT_INT8_PER_TENSOR
 from quant.trace import UntraceableRoot
 
 WEIGHT_RANGES = ("full", "reduced")
+STATIC_WEIGHT_BITS = (4, 8)  # bit widths compress.quantize accepts; stored in int8 containers
 REDUCED_WEIGHT_BITS = 7  # ORT's reduce_range: u8×s8 pair sums 2·255·63 fit int16 (vpmaddubsw) exactly
 
 
@@ -31,6 +32,9 @@ def weight_spec(per_channel: bool, bits: int = 8, weight_range: str = "full") ->
     runs exactly there too (DESIGN.md §3). Fewer bits than 7 are already safe."""
     if weight_range not in WEIGHT_RANGES:
         raise QuantizationError(f"weight_range must be one of {list(WEIGHT_RANGES)}, got {weight_range!r}")
+    if bits not in STATIC_WEIGHT_BITS:
+        raise QuantizationError(f"weight_bits must be one of {list(STATIC_WEIGHT_BITS)} (what the int8 export and "
+                                f"runtime carry; 4-bit files: compress.quantize_weight_only), got {bits}")
     if weight_range == "reduced":
         bits = min(bits, REDUCED_WEIGHT_BITS)
     base = WEIGHT_INT8_PER_CHANNEL if per_channel else WEIGHT_INT8_PER_TENSOR
@@ -103,8 +107,14 @@ def quantize(
     progress: bool = True,
     transform_fn: Callable[[Any], Any] | None = None,
     report: bool = False,
+    eval_fn: Callable[[nn.Module], float] | None = None,
+    max_drop: float | None = None,
 ) -> nn.Module:
     """Post-training quantization: a new fake-quant model in eval mode; ``model`` is untouched.
+
+    With ``eval_fn`` (model -> metric, higher is better) and ``max_drop``, the fewest Conv/Linear
+    layers are kept float so the metric stays within ``max_drop`` of fp32
+    (compress.accuracy_control; ``qmodel.accuracy_report`` says which and why).
 
     Batches reach the model as ``quant.split_batch`` says: a tensor, ``(inputs, label)``, a
     tuple of inputs, a dict of keyword inputs (``input_ids``, ``attention_mask``, ...), or
@@ -124,6 +134,11 @@ def quantize(
     The forward simulates the int8 graph exactly (DESIGN.md §3): what ``export_onnx``
     writes and the runtime executes.
     """
+    if eval_fn is not None or max_drop is not None:
+        from compress.accuracy_control import quantize_with_accuracy_control
+
+        options = {k: v for k, v in locals().items() if k not in ("model", "calib_loader", "eval_fn", "max_drop")}
+        return quantize_with_accuracy_control(model, calib_loader, eval_fn=eval_fn, max_drop=max_drop, **options)
     if on_untraceable not in ("error", "float"):
         raise QuantizationError(f"on_untraceable must be 'error' or 'float', got {on_untraceable!r}")
     qconfig = build_qconfig(
