@@ -1,0 +1,160 @@
+"""torch.export capture: models torch.fx cannot trace, inputs as users have them, errors, the report."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+import compress
+import runtime
+from compress.models import MnistCNN, trained_like_batchnorm
+from export.validate import ort_session
+from quant import QuantConv2d, QuantLinear
+
+
+def _outputs(out) -> list[np.ndarray]:
+    if isinstance(out, torch.Tensor):
+        return [out.detach().numpy()]
+    values = out.values() if isinstance(out, dict) else out
+    return [v.detach().numpy() for v in values if isinstance(v, torch.Tensor)]
+
+
+def _agree(qmodel, path, feeds: dict, sim_out) -> None:
+    """ONNX Runtime and our runtime reproduce the simulation on ≥ 99.9 % of output elements."""
+    sim = _outputs(sim_out)[0]
+    tol = 1e-5 * max(float(np.abs(sim).max()), 1.0)
+    for label, sess in (("onnxruntime", ort_session(path.read_bytes())),
+                        ("runtime", runtime.InferenceSession(str(path), threads=1))):
+        names = [i.name for i in sess.get_inputs()]
+        got = sess.run(None, {n: feeds[n] for n in names})[0]
+        same = float((np.abs(got - sim) <= tol).mean())
+        assert same >= 0.999, (label, same)
+
+
+def _bert():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                     max_position_embeddings=32, num_labels=3, attn_implementation="eager")
+    return BertForSequenceClassification(cfg).eval()
+
+
+def _text_batch(n: int, seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(n, 12, dtype=torch.long)
+    mask[: n // 2, 8:] = 0  # padded sentences
+    return {"input_ids": torch.randint(0, 120, (n, 12), generator=g), "attention_mask": mask}
+
+
+@pytest.mark.slow
+def test_hf_bert_dict_batches_quantize_export_and_run_exactly(tmp_path):
+    """torch.fx cannot trace HuggingFace BERT; torch.export can, and the int8 file runs code for code."""
+    model = _bert()
+    batches = [_text_batch(8, s) for s in range(3)]
+    q = compress.quantize(model, batches, progress=False)
+    assert isinstance(q.get_submodule("bert.encoder.layer.0.attention.self.query"), QuantLinear)
+    test = _text_batch(6, 10)
+    with torch.no_grad():
+        ref, out = model(**test).logits, q(**test).logits
+    assert F.cosine_similarity(ref.flatten(), out.flatten(), 0) > 0.99
+    path = compress.export_onnx(q, tmp_path / "bert.onnx", _text_batch(2, 11))
+    _agree(q, path, {k: v.numpy() for k, v in test.items()}, out)
+
+
+def test_tuple_of_inputs_reaches_the_model_by_position():
+    """(input_ids, attention_mask) is two inputs, not (inputs, label): the mask changes the result."""
+    model = _bert()
+    b = _text_batch(8, 0)
+    q = compress.quantize(model, [(b["input_ids"], b["attention_mask"])], progress=False)
+    with torch.no_grad():
+        masked = q(b["input_ids"], b["attention_mask"]).logits
+        unmasked = q(b["input_ids"], torch.ones_like(b["attention_mask"])).logits
+    assert not torch.allclose(masked[:4], unmasked[:4])  # padded rows see the mask
+    # and a user transform_fn says the same thing explicitly
+    q2 = compress.quantize(model, [b], transform_fn=lambda d: (d["input_ids"], d["attention_mask"]), progress=False)
+    with torch.no_grad():
+        assert torch.equal(q2(b["input_ids"], b["attention_mask"]).logits, masked)
+
+
+@pytest.mark.slow
+def test_gpt2_conv1d_and_tied_weights(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=120, n_embd=32, n_layer=2, n_head=4, n_positions=32, use_cache=False,
+                     attn_implementation="eager", bos_token_id=0, eos_token_id=0)
+    model = GPT2LMHeadModel(cfg).eval()
+    q = compress.quantize(model, [_text_batch(8, s) for s in range(2)], progress=False)
+    # HuggingFace's Conv1D (addmm with a transposed weight) becomes an int8 Linear
+    assert isinstance(q.get_submodule("transformer.h.0.attn.c_attn"), QuantLinear)
+    test = _text_batch(4, 5)
+    with torch.no_grad():
+        out = q(**test)
+    path = compress.export_onnx(q, tmp_path / "gpt2.onnx", _text_batch(2, 6))
+    _agree(q, path, {k: v.numpy() for k, v in test.items()}, out.logits)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["shufflenet_v2_x0_5", "lraspp_mobilenet_v3_large"])
+def test_torchvision_models_fx_could_not_export(arch, tmp_path):
+    """chunk + channel shuffle; interpolate, hardswish, SE multiply and a dict output."""
+    torch.manual_seed(0)
+    if arch.startswith("lraspp"):
+        model = torchvision.models.segmentation.lraspp_mobilenet_v3_large(num_classes=3, weights_backbone=None)
+    else:
+        model = getattr(torchvision.models, arch)(num_classes=10)
+    model = trained_like_batchnorm(model, (4, 3, 64, 64))
+    x = torch.randn(6, 3, 64, 64)
+    q = compress.quantize(model, [x[:3], x[3:]], progress=False)
+    with torch.no_grad():
+        out = q(x)
+    path = compress.export_onnx(q, tmp_path / f"{arch}.onnx", x[:2])
+    _agree(q, path, {"x": x.numpy()}, out)
+
+
+class Untraceable(nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent control flow
+            return x * 2
+        return x
+
+
+class WithUntraceable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.odd = Untraceable()
+
+    def forward(self, x):
+        return self.odd(self.conv(x))
+
+
+def test_capture_error_names_the_module_and_the_line():
+    with pytest.raises(compress.QuantizationError) as err:
+        compress.quantize(WithUntraceable(), [torch.randn(2, 1, 8, 8)], progress=False)
+    msg = str(err.value)
+    assert "module 'odd' (Untraceable)" in msg and "test_capture.py:" in msg and "x.sum() > 0" in msg
+    assert "on_untraceable='float'" in msg  # the documented fallback
+
+
+def test_dict_batch_through_transform_fn_and_dynamic_batch():
+    data = [{"image": torch.randn(4, 1, 28, 28), "target": torch.tensor([0, 1, 2, 3])}]
+    q = compress.quantize(MnistCNN(width=8).eval(), data, transform_fn=lambda b: b["image"], progress=False)
+    assert isinstance(q.conv1, QuantConv2d)
+    assert q(torch.randn(1, 1, 28, 28)).shape == (1, 10)  # captured with a symbolic batch
+    assert q(torch.randn(9, 1, 28, 28)).shape == (9, 10)
+
+
+def test_layer_report_lists_every_op_with_scale_sqnr_and_why_float():
+    torch.manual_seed(0)
+    data = [torch.randn(8, 1, 28, 28) for _ in range(2)]
+    q = compress.quantize(MnistCNN(width=8).eval(), data, skip=["fc"], report=True, progress=False)
+    rep = q.quant_report
+    rows = {r.name: r for r in rep.rows}
+    conv = rows["conv1"]
+    assert conv.int8 and conv.scale is not None and conv.sqnr_db is not None and 15 < conv.sqnr_db < 80
+    assert not rows["fc"].int8 and "skip" in rows["fc"].why
+    assert rep.batches == 2 and "| fc |" in rep.table()
