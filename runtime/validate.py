@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -187,7 +188,7 @@ def _check_quant_params(node: onnx.NodeProto, where: str, opset: int, tensors: M
     for pos, (name, role) in enumerate(zip(node.input, formal, strict=False)):
         if not name:
             continue
-        if role.endswith("scale"):
+        if role.endswith("_scale"):  # x_scale, w_scale, y_scale: not a normalization's gamma ("scale")
             s = _const_array(name, tensors)
             if s is None:
                 continue
@@ -196,13 +197,13 @@ def _check_quant_params(node: onnx.NodeProto, where: str, opset: int, tensors: M
             if not (np.isfinite(s).all() and (s > 0).all()):
                 raise InferenceError(f"{where}: scale {name!r} must be finite and > 0 (got {s.reshape(-1)[:4]})")
             zp_pos = pos + 1
-            if zp_pos < len(node.input) and zp_pos < len(formal) and formal[zp_pos].endswith("zero_point"):
+            if zp_pos < len(node.input) and zp_pos < len(formal) and formal[zp_pos].endswith("_zero_point"):
                 z = _const_array(node.input[zp_pos], tensors)
                 if z is not None and z.size != s.size:
                     raise InferenceError(
                         f"{where}: zero point {node.input[zp_pos]!r} has {z.size} values, scale {name!r} {s.size}"
                     )
-        elif role.endswith("zero_point"):
+        elif role.endswith("_zero_point"):
             z = _const_array(name, tensors)
             if z is not None and z.dtype not in QRANGE:
                 raise InferenceError(f"{where}: zero point {name!r} must be an integer tensor, got {z.dtype}")
@@ -359,7 +360,7 @@ class RunShapeCheck:
 
     def __init__(self, skeleton: onnx.ModelProto, source: str, limit: int, max_cache: int = 64) -> None:
         self.skeleton, self.source, self.limit, self.max_cache = skeleton, source, limit, max_cache
-        self._seen: set[tuple] = set()
+        self._seen: OrderedDict[tuple, None] = OrderedDict()  # least recently used first
 
     def _is_shape_like(self, x: np.ndarray) -> bool:
         return x.dtype.kind in "iu" and x.ndim <= 1 and x.size <= self.SMALL_INT_VALUES
@@ -369,6 +370,7 @@ class RunShapeCheck:
             sorted((k, v.shape, v.dtype.str, v.tobytes() if self._is_shape_like(v) else b"") for k, v in feeds.items())
         )
         if signature in self._seen:
+            self._seen.move_to_end(signature)
             return
         if sum(x.nbytes for x in feeds.values()) > self.limit:
             raise InferenceError(f"{self.source}: inputs take more than the memory limit of {self.limit} bytes")
@@ -384,5 +386,6 @@ class RunShapeCheck:
                     concrete.graph.initializer.append(onnx.numpy_helper.from_array(feeds[v.name], v.name))
         inferred = _infer(concrete, self.source)
         _check_sizes([*inferred.graph.value_info, *inferred.graph.output], self.source, self.limit)
-        if len(self._seen) < self.max_cache:
-            self._seen.add(signature)
+        self._seen[signature] = None
+        if len(self._seen) > self.max_cache:
+            self._seen.popitem(last=False)

@@ -46,6 +46,17 @@ def test_scales_must_be_finite_and_positive(scale):
     assert "node 'quant_x' (QuantizeLinear)" in message and "scale 's'" in message
 
 
+def test_a_normalization_scale_may_be_negative_or_zero():
+    """BatchNormalization's 'scale' is a gamma, not a quantization scale."""
+    inits = [const("g", np.array([-1.0, 0.0], np.float32)), const("b", np.zeros(2, np.float32)),
+             const("m", np.zeros(2, np.float32)), const("v", np.ones(2, np.float32))]
+    model = make_model([helper.make_node("BatchNormalization", ["x", "g", "b", "m", "v"], ["y"], name="bn")],
+                       [tensor("x", [1, 2, 2, 2])], [tensor("y", [1, 2, 2, 2])], inits)
+    y = InferenceSession(model, threads=1).run(None, {"x": np.ones((1, 2, 2, 2), np.float32)})[0]
+    np.testing.assert_allclose(y[0, 0], -1.0, rtol=1e-4)
+    np.testing.assert_allclose(y[0, 1], 0.0)
+
+
 def test_zero_point_must_be_an_integer_tensor():
     message = error(qdq_model(zero_point=np.float32(0.0)))
     assert "'quant_x' (QuantizeLinear)" in message
