@@ -16,7 +16,8 @@ from runtime import InferenceSession
 def test_squeezenet_fp32_and_ort_quantized_files_run_like_ort_and_the_reference(tmp_path):
     size = 64
     x = np.random.default_rng(2).standard_normal((1, 3, size, size), dtype=np.float32)
-    fp32 = export_fp32("squeezenet1_0", tmp_path / "m.onnx", size)
+    fp32 = tmp_path / "m.onnx"
+    export_fp32("squeezenet1_0", fp32, size)
     ours = InferenceSession(str(fp32), threads=1).run(None, {"input": x})[0]
     theirs = ort_run(fp32, x)
     assert np.abs(ours - theirs).max() <= 1e-4 * np.abs(theirs).max()
