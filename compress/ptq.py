@@ -135,9 +135,9 @@ def quantize(
     writes and the runtime executes.
     """
     if eval_fn is not None or max_drop is not None:
+        options = {k: v for k, v in locals().items() if k not in ("model", "calib_loader", "eval_fn", "max_drop")}
         from compress.accuracy_control import quantize_with_accuracy_control
 
-        options = {k: v for k, v in locals().items() if k not in ("model", "calib_loader", "eval_fn", "max_drop")}
         return quantize_with_accuracy_control(model, calib_loader, eval_fn=eval_fn, max_drop=max_drop, **options)
     if on_untraceable not in ("error", "float"):
         raise QuantizationError(f"on_untraceable must be 'error' or 'float', got {on_untraceable!r}")
