@@ -4,10 +4,12 @@
     python bench/fuzz.py --n 30000            # the table BENCHMARKS.md records
     python bench/fuzz.py --case 1234          # replay one mutant in this process, with its traceback
 
-Four seed models built here with onnx.helper (no torch): fp32, QDQ, QOperator and a
-residual QDQ model.  Each mutant is a pure function of (seed, index): 1-3 structural
-mutations (dims, element types, attributes, scales and zero points, initializer data,
-wiring, opsets, op types) or bit flips or a truncation of the serialized bytes.
+Five seed models built here with onnx.helper (no torch): fp32, QDQ, QOperator, a
+residual QDQ model and an fp32 model of many op kinds (Resize, pools, Softmax, Transpose,
+LayerNormalization, ReduceMean, Slice, Concat, Gather, MatMul).  Each mutant is a pure
+function of (seed, index): 1-3 structural mutations (dims, element types, attributes,
+scales and zero points, initializer data, wiring, opsets, op types) or bit flips or a
+truncation of the serialized bytes.
 
 The cases run in a loop inside one worker process (no subprocess per case) whose address
 space is capped with ``resource.setrlimit(RLIMIT_AS)``; the parent waits at most
@@ -32,12 +34,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 BAD = ("unnamed", "unbounded", "crash", "hang")
-SEED_NAMES = ("fp32", "qdq", "qoperator", "residual_qdq")
+SEED_NAMES = ("fp32", "qdq", "qoperator", "residual_qdq", "mixed_fp32")
 
 
 # --- seed models ------------------------------------------------------------------------------
 def seed_models() -> dict[str, bytes]:
-    """The four seed models as serialized bytes (deterministic weights)."""
+    """The seed models as serialized bytes (deterministic weights)."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
@@ -130,7 +132,29 @@ def seed_models() -> dict[str, bytes]:
                    const("fcz", np.int8(0))],
         ms=True,
     )
-    return {"fp32": fp32, "qdq": qdq, "qoperator": qoperator, "residual_qdq": residual}
+    i64 = np.int64
+    mixed = model(
+        [
+            helper.make_node("Resize", ["x", "", "scales"], ["up"], name="resize", mode="nearest"),
+            helper.make_node("AveragePool", ["up"], ["pool"], name="avg", kernel_shape=[2, 2], strides=[2, 2]),
+            helper.make_node("Softmax", ["pool"], ["soft"], name="softmax", axis=1),
+            helper.make_node("Transpose", ["soft"], ["nhwc"], name="transpose", perm=[0, 2, 3, 1]),
+            helper.make_node("LayerNormalization", ["nhwc", "gamma", "beta"], ["ln"], name="layernorm", axis=-1),
+            helper.make_node("ReduceMean", ["ln"], ["mean"], name="mean", axes=[2], keepdims=0),
+            helper.make_node("Slice", ["mean", "starts", "ends", "slice_axes"], ["part"], name="slice"),
+            helper.make_node("Concat", ["part", "part"], ["both"], name="concat", axis=1),
+            helper.make_node("Gather", ["both", "idx"], ["picked"], name="gather", axis=2),
+            helper.make_node("Flatten", ["picked"], ["flat"], name="flatten"),
+            helper.make_node("MatMul", ["flat", "proj"], ["logits"], name="matmul"),
+            helper.make_node("Sigmoid", ["logits"], ["y"], name="sigmoid"),
+        ],
+        [x_info], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5])],
+        [const("scales", np.array([1, 1, 2, 2], np.float32)), const("gamma", np.ones(3, np.float32)),
+         const("beta", np.zeros(3, np.float32)), const("starts", np.array([0], i64)),
+         const("ends", np.array([4], i64)), const("slice_axes", np.array([1], i64)),
+         const("idx", np.array([0, 2], i64)), const("proj", rng.standard_normal((16, 5)).astype(np.float32))],
+    )
+    return {"fp32": fp32, "qdq": qdq, "qoperator": qoperator, "residual_qdq": residual, "mixed_fp32": mixed}
 
 
 # --- mutations --------------------------------------------------------------------------------
@@ -149,7 +173,7 @@ def _mutate_proto(model, rng) -> str:
     g = model.graph
     names = sorted({t for n in g.node for t in [*n.input, *n.output] if t} | {t.name for t in g.initializer})
     kind = _pick(rng, ("dims", "dtype", "attribute", "qparam", "initializer", "wiring", "opset", "op_type",
-                       "graph_io", "node"))
+                       "graph_io", "node", "inflate"))
     if kind == "dims":
         target = _pick(rng, ["init", "io"])
         if target == "init" and g.initializer:
@@ -278,7 +302,9 @@ def _mutate_proto(model, rng) -> str:
         node.op_type = _pick(rng, ("Conv", "QLinearConv", "MaxPool", "AveragePool", "Gemm", "MatMul", "Add",
                                    "Reshape", "Flatten", "Relu", "QuantizeLinear", "DequantizeLinear",
                                    "Concat", "Transpose", "Softmax", "Expand", "ConstantOfShape", "Slice",
-                                   "Gather", "Squeeze", "Unsqueeze", "QLinearMatMul", "Cast", "NoSuchOp"))
+                                   "Gather", "Squeeze", "Unsqueeze", "QLinearMatMul", "Cast", "NoSuchOp",
+                                   "Resize", "Pad", "Tile", "Range", "OneHot", "ConvTranspose", "LSTM", "TopK",
+                                   "Einsum", "Split", "ScatterND", "NonZero", "CumSum", "LayerNormalization"))
         if rng.random() < 0.2:
             node.domain = _pick(rng, ("com.microsoft", "ai.onnx", "bogus"))
     elif kind == "graph_io":
@@ -292,6 +318,8 @@ def _mutate_proto(model, rng) -> str:
         elif g.initializer:
             t = _pick(rng, g.initializer)
             g.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    elif kind == "inflate":
+        _inflate(g, rng)
     else:  # node
         action = _pick(rng, ("delete", "duplicate", "swap"))
         if action == "delete" and len(g.node) > 1:
@@ -306,6 +334,46 @@ def _mutate_proto(model, rng) -> str:
             g.node[i].CopyFrom(b)
             g.node[j].CopyFrom(a)
     return kind
+
+
+_BIG = (2**10, 2**20, 2**31, 2**40, 2**62)
+
+
+def _inflate(g, rng) -> None:
+    """Adds a node whose output size comes from a (hostile) constant: the memory bound's job."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    tag = f"inflate{len(g.node)}"
+    big = int(_pick(rng, _BIG))
+
+    def const(name, value):
+        g.initializer.append(numpy_helper.from_array(np.asarray(value), f"{tag}_{name}"))
+        return f"{tag}_{name}"
+
+    op = _pick(rng, ("ConstantOfShape", "Range", "Tile", "Expand", "Resize", "Pad", "OneHot", "EyeLike", "Upsample"))
+    x = g.input[0].name if g.input else "x"
+    if op == "ConstantOfShape":
+        node = helper.make_node(op, [const("shape", np.array([big, big], np.int64))], [tag])
+    elif op == "Range":
+        node = helper.make_node(op, [const("a", np.float32(0)), const("b", np.float32(big)), const("d", np.float32(1))],
+                                [tag])
+    elif op == "Tile":
+        node = helper.make_node(op, [x, const("r", np.array([1, 1, big, big], np.int64))], [tag])
+    elif op == "Expand":
+        node = helper.make_node(op, [x, const("s", np.array([big, 3, 8, 8], np.int64))], [tag])
+    elif op in ("Resize", "Upsample"):
+        scales = const("s", np.array([1, 1, big, big], np.float32))
+        node = helper.make_node(op, [x, "", scales] if op == "Resize" else [x, scales], [tag])
+    elif op == "Pad":
+        node = helper.make_node(op, [x, const("p", np.array([0, 0, big, big, 0, 0, big, big], np.int64))], [tag])
+    elif op == "OneHot":
+        node = helper.make_node(op, [const("i", np.array([1, 2], np.int64)), const("d", np.int64(big)),
+                                     const("v", np.array([0, 1], np.float32))], [tag])
+    else:
+        node = helper.make_node(op, [const("m", np.zeros((2, 2), np.float32))], [tag], k=big)
+    g.node.append(node)
+    g.output.append(helper.make_tensor_value_info(tag, TensorProto.FLOAT, None))
 
 
 def mutant(seeds: dict[str, bytes], seed: int, index: int) -> tuple[str, str, bytes]:

@@ -286,10 +286,17 @@ def _check_sizes(values: Iterable[onnx.ValueInfoProto], source: str, limit: int)
 
 def shape_skeleton(model: onnx.ModelProto, keep_values: int = 64) -> onnx.ModelProto:
     """The model with large initializers replaced by inputs of the same type: enough for shape
-    inference (which reads only small constants such as Reshape's shape), light to keep."""
+    inference (which reads only small constants such as Reshape's shape), light to keep.
+
+    Declared output types and intermediate value_info are dropped: shape inference keeps a
+    declared type where it disagrees, and the memory bound must see what the nodes compute,
+    not what the file claims."""
     skeleton = onnx.ModelProto()
     skeleton.CopyFrom(model)
     g = skeleton.graph
+    del g.value_info[:]
+    for out in g.output:
+        out.ClearField("type")
     kept, declared = [], {v.name for v in g.input}
     for t in g.initializer:
         if math.prod(t.dims) <= keep_values and t.data_location != TensorProto.EXTERNAL:
@@ -346,7 +353,11 @@ def check_choices(graph: Graph) -> None:
     """Attribute values each op's unit says its kernel does not implement (e.g. a mode)."""
     for node in graph.nodes:
         op = registry.spec(node)
-        if op is not None and (problem := op.check_choices(node)):
+        try:
+            problem = op.check_choices(node) if op is not None else None
+        except Exception as exc:  # an attribute of the wrong kind (a tensor where a mode is expected)
+            problem = f"attributes cannot be checked ({type(exc).__name__}: {exc})"
+        if problem:
             raise InferenceError(f"{graph.source}: {node.describe()}: {problem}")
 
 
