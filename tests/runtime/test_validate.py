@@ -146,6 +146,23 @@ def test_a_declared_tensor_over_the_limit_is_refused_at_load():
     assert "would take at least 4398046511104 bytes" in message and "memory limit" in message
 
 
+@pytest.mark.parametrize(
+    ("op", "inputs", "inits"),
+    [
+        ("Tile", ["x", "r"], [const("r", np.array([2**20, 2**20], np.int64))]),
+        ("Range", ["a", "b", "d"],
+         [const("a", np.float32(0)), const("b", np.float32(2**40)), const("d", np.float32(1))]),
+        ("Expand", ["x", "s"], [const("s", np.array([2**30, 4], np.int64))]),
+    ],
+)
+def test_constant_driven_outputs_over_the_limit_are_refused_at_load(op, inputs, inits):
+    """The declared output (a small [1]) is not believed: the bound sees what the node computes."""
+    model = make_model([helper.make_node(op, inputs, ["y"], name="big")], [tensor("x", [1, 4])],
+                       [tensor("y", [1])], inits)
+    message = error(model, memory_limit=1 << 30)
+    assert "tensor 'y' would take at least" in message and "memory limit of 1073741824 bytes" in message
+
+
 def test_run_refuses_a_shape_input_that_would_exceed_the_limit():
     """ConstantOfShape driven by an input: the run-time check sees the value before any kernel."""
     model = make_model(
