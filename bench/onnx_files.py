@@ -38,7 +38,7 @@ import onnx.version_converter
 import runtime
 
 FORMATS = [("qdq", "u8"), ("qdq", "s8"), ("qoperator", "u8"), ("qoperator", "s8")]
-MIN_SIZE = {"inception_v3": 75, "googlenet": 32, "vit_b_16": 224, "vit_b_32": 224, "maxvit_t": 224}
+MIN_SIZE = {"inception_v3": 75, "googlenet": 32, "alexnet": 224, "vit_b_16": 224, "vit_b_32": 224, "maxvit_t": 224}
 
 
 def classification_models(max_params: float) -> list[str]:

@@ -40,5 +40,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict, wher
 def conv(node, graph, opts):
     where = f"{graph.source}: {node.describe()}"
     return lambda x, w, b=None: [
-        conv2d(x, w, b, node.attrs, where) if x.ndim == 4 else conv_nd(x, w, b, node.attrs, where)
+        conv2d(x, w, b, node.attrs, where)
+        if x.ndim == 4 and node.attrs["group"] == 1
+        else conv_nd(x, w, b, node.attrs, where)  # other ranks; groups in one einsum per tap
     ]

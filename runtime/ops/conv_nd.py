@@ -27,16 +27,20 @@ def conv_nd(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict, whe
         x, w = x.astype(np.float32), w.astype(np.float32)
         b = None if b is None else b.astype(np.float32)
     xp = pad(x, win, 0, 2)
-    per = m // group
-    outs = []
-    for g in range(group):
-        xg, wg = xp[:, g * cin_g : (g + 1) * cin_g], w[g * per : (g + 1) * per]
+    if group == 1:
         acc = None
-        for offset, view in taps(xg, win, 2):
-            term = np.tensordot(wg[(slice(None), slice(None), *offset)], view, axes=([1], [1]))  # (per, N, *O)
+        for offset, view in taps(xp, win, 2):
+            term = np.tensordot(w[(slice(None), slice(None), *offset)], view, axes=([1], [1]))  # (M, N, *O)
             acc = term if acc is None else acc + term
-        outs.append(acc)
-    y = np.moveaxis(np.concatenate(outs, axis=0), 0, 1)
+        y = np.moveaxis(acc, 0, 1)
+    else:  # all groups in one einsum per tap: (N, G, C/G, *O) x (G, M/G, C/G) -> (N, G, M/G, *O)
+        xg = xp.reshape(x.shape[0], group, cin_g, *xp.shape[2:])
+        wg = w.reshape(group, m // group, cin_g, *w.shape[2:])
+        acc = None
+        for offset, view in taps(xg, win, 3):
+            term = np.einsum("ngc...,gmc->ngm...", view, wg[(slice(None), slice(None), slice(None), *offset)])
+            acc = term if acc is None else acc + term
+        y = acc.reshape(x.shape[0], m, *acc.shape[3:])
     if b is not None:
         y = y + b.reshape(1, -1, *([1] * (x.ndim - 2)))
     return np.ascontiguousarray(y).astype(out_type, copy=False)
