@@ -16,6 +16,7 @@ file's output equals the simulation's (to 1e-5 of the output range: identical co
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import platform
 import sys
@@ -63,7 +64,8 @@ def torchvision_model(name: str) -> tuple[torch.nn.Module, dict, dict]:
         kw = {"aux_logits": False, "init_weights": False} if name in ("googlenet", "inception_v3") else {}
         model = torchvision.models.get_model(name, num_classes=10, **kw)
     model = trained_like_batchnorm(model, (4, 3, size, size))
-    return model, {"x": torch.randn(4, 3, size, size)}, {"x": torch.randn(2, 3, size, size)}
+    arg = next(iter(inspect.signature(model.forward).parameters))  # "x", or "input" (segmentation)
+    return model, {arg: torch.randn(4, 3, size, size)}, {arg: torch.randn(2, 3, size, size)}
 
 
 def hf_model(name: str) -> tuple[torch.nn.Module, dict, dict]:

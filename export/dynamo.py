@@ -9,6 +9,7 @@ table, symbolic batch dimension included. Graph outputs are renamed ``output`` /
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import onnx
@@ -40,7 +41,7 @@ def build_qdq(
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 gm, args, kwargs=kwargs, dynamo=True, opset_version=opset, dynamic_shapes=shapes,
-                custom_translation_table=translations(opset), optimize=False, verbose=False,
+                custom_translation_table=translations(opset), optimize=True, verbose=False,
             )
     except Exception as exc:  # torch.onnx raises many types; each means "cannot export this op"
         raise OnnxExportError(f"torch.onnx cannot export {type(qmodel).__name__}: {_first_lines(exc)}") from exc
@@ -60,8 +61,12 @@ def _strip_metadata(model: onnx.ModelProto) -> None:
     del model.metadata_props[:]
 
 
-def _first_lines(exc: Exception, n: int = 6) -> str:
-    return f"{type(exc).__name__}: " + "\n".join(str(exc).strip().splitlines()[:n])
+def _first_lines(exc: Exception, n: int = 8) -> str:
+    """The useful part of torch.onnx's message: its exception summary (which op, which node)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    _, found, summary = text.partition("## Exception summary")
+    lines = [ln for ln in (summary if found else text).strip().splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: " + "\n".join(lines[:n])
 
 
 def _name_outputs(model: onnx.ModelProto) -> None:
