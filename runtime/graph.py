@@ -4,6 +4,7 @@ constants as numpy arrays.  Small on purpose: passes rewrite it, kernels read it
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,37 +91,47 @@ class Graph:
 
     def toposort(self) -> None:
         """Reorders nodes so each follows the producers of its inputs; rejects cycles and reads
-        of tensors nothing produces.  Kahn's algorithm, earliest node first: linear in the
-        graph's size (a hostile file with a million nodes sorts in seconds, not hours), and a
-        graph already in order keeps its order."""
+        of tensors nothing produces (see :func:`topological_order`)."""
         available = set(self.constants) | {v.name for v in self.inputs} | {""}
-        producer: dict[str, int] = {}
-        for idx, node in enumerate(self.nodes):
-            for out in node.outputs:
-                if out and out not in available:
-                    producer.setdefault(out, idx)
-        waiting = [0] * len(self.nodes)
-        readers: dict[int, list[int]] = {}
-        missing: set[str] = set()
-        for idx, node in enumerate(self.nodes):
-            sources = {producer[i] for i in node.inputs if i not in available and i in producer}
-            missing.update(i for i in node.inputs if i not in available and i not in producer)
-            waiting[idx] = len(sources)
-            for src in sources:
-                readers.setdefault(src, []).append(idx)
+        order, missing, stuck = topological_order([(n.inputs, n.outputs) for n in self.nodes], available)
         if missing:
             raise InferenceError(f"{self.source}: graph reads undefined tensors {sorted(missing)[:5]}")
-        ready = [idx for idx, n in enumerate(waiting) if n == 0]
-        heapq.heapify(ready)
-        order: list[int] = []
-        while ready:
-            idx = heapq.heappop(ready)
-            order.append(idx)
-            for reader in readers.get(idx, ()):
-                waiting[reader] -= 1
-                if waiting[reader] == 0:
-                    heapq.heappush(ready, reader)
-        if len(order) < len(self.nodes):
-            stuck = [self.nodes[i].describe() for i, n in enumerate(waiting) if n > 0]
-            raise InferenceError(f"{self.source}: graph has a cycle through {', '.join(stuck[:5])}")
+        if stuck:
+            names = ", ".join(self.nodes[i].describe() for i in stuck[:5])
+            raise InferenceError(f"{self.source}: graph has a cycle through {names}")
         self.nodes = [self.nodes[i] for i in order]
+
+
+def topological_order(
+    nodes: Sequence[tuple[Sequence[str], Sequence[str]]], available: set[str]
+) -> tuple[list[int], set[str], list[int]]:
+    """(order, tensors nothing produces, nodes on or behind a cycle) of nodes given as
+    (inputs, outputs).  Kahn's algorithm, earliest node first: linear in the graph's size (a
+    hostile file with a million nodes sorts in seconds, not hours), and a graph already in
+    order keeps its order."""
+    producer: dict[str, int] = {}
+    for idx, (_, outputs) in enumerate(nodes):
+        for out in outputs:
+            if out and out not in available:
+                producer.setdefault(out, idx)
+    waiting = [0] * len(nodes)
+    readers: dict[int, list[int]] = {}
+    missing: set[str] = set()
+    for idx, (inputs, _) in enumerate(nodes):
+        sources = {producer[i] for i in inputs if i not in available and i in producer}
+        missing.update(i for i in inputs if i not in available and i not in producer)
+        waiting[idx] = len(sources)
+        for src in sources:
+            readers.setdefault(src, []).append(idx)
+    ready = [idx for idx, n in enumerate(waiting) if n == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        idx = heapq.heappop(ready)
+        order.append(idx)
+        for reader in readers.get(idx, ()):
+            waiting[reader] -= 1
+            if waiting[reader] == 0:
+                heapq.heappush(ready, reader)
+    stuck = [i for i, n in enumerate(waiting) if n > 0]
+    return order, missing, stuck

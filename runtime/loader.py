@@ -24,17 +24,25 @@ from onnx import TensorProto, helper, numpy_helper
 
 from runtime.errors import InferenceError
 from runtime.graph import Graph, Node, ValueInfo
-from runtime.validate import check_choices, check_model, check_names, check_tensor, memory_limit, parse_model
+from runtime.validate import (
+    ShapePlan,
+    check_choices,
+    check_model,
+    check_names,
+    check_tensor,
+    memory_limit,
+    parse_model,
+)
 
 _EXTERNAL_KEYS = ("location", "offset", "length", "checksum", "basepath")
 
 
 @dataclass
 class LoadedModel:
-    """What the session keeps from a load: the graph, and the shape skeleton for run-time checks."""
+    """What the session keeps from a load: the graph, and the shape plan for run-time checks."""
 
     graph: Graph
-    skeleton: onnx.ModelProto
+    shapes: ShapePlan
     memory_limit: int
 
 
@@ -185,7 +193,7 @@ def load_model(path_or_bytes: str | os.PathLike | bytes, limit: int | None = Non
     """Reads, validates and converts a model; the Graph's nodes are topologically sorted."""
     limit = memory_limit(limit)
     model, source = _read_model(path_or_bytes, limit)
-    skeleton = check_model(model, source, limit)
+    shapes = check_model(model, source, limit)
     g = model.graph
     constants = {}
     for t in g.initializer:
@@ -203,7 +211,7 @@ def load_model(path_or_bytes: str | os.PathLike | bytes, limit: int | None = Non
     )
     graph.toposort()
     check_choices(graph)
-    return LoadedModel(graph, skeleton, limit)
+    return LoadedModel(graph, shapes, limit)
 
 
 def load_graph(path_or_bytes: str | os.PathLike | bytes, limit: int | None = None) -> Graph:

@@ -62,7 +62,7 @@ class InferenceSession:
             raise InferenceError(f"threads must be >= 1, got {threads}")
         loaded = load_model(path_or_bytes, memory_limit)
         graph = loaded.graph
-        self._check_shapes = RunShapeCheck(loaded.skeleton, graph.source, loaded.memory_limit)
+        self._check_shapes = RunShapeCheck(loaded.shapes, loaded.memory_limit)
         try:
             self._graph = optimize(graph)
         except InferenceError:

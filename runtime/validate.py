@@ -25,7 +25,8 @@ from __future__ import annotations
 import math
 import os
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -33,7 +34,7 @@ from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper
 
 from runtime.errors import InferenceError, UnsupportedOpError
-from runtime.graph import Graph
+from runtime.graph import Graph, topological_order
 from runtime.ops import registry
 from runtime.qmath import QRANGE
 
@@ -263,49 +264,88 @@ def _least_bytes(t: onnx.TypeProto) -> int | None:
     return math.prod(d.dim_value if d.HasField("dim_value") else 1 for d in tt.shape.dim) * _itemsize(tt.elem_type)
 
 
-def _infer(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
-    """ONNX shape inference in strict mode; an inconsistency names the node ONNX names."""
-    try:
-        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
-    except Exception as exc:  # onnx's InferenceError, ValidationError, or a decode error of a corrupt name
-        text = " ".join(str(exc).split())
-        raise InferenceError(f"{source}: inconsistent shapes or types: {text[:400]}") from None
+def _check_type(name: str, t: onnx.TypeProto, where: str, limit: int) -> None:
+    """A tensor type's dims are in range and its smallest size fits the memory limit."""
+    dims = [d.dim_value for d in t.tensor_type.shape.dim if d.HasField("dim_value")]
+    if len(t.tensor_type.shape.dim) > MAX_RANK or any(d < 0 or d > MAX_DIM for d in dims):
+        raise InferenceError(f"{where}: tensor {name!r} has dims out of range {dims[:MAX_RANK]}")
+    size = _least_bytes(t)
+    if size is not None and size > limit:
+        raise InferenceError(f"{where}: tensor {name!r} would take at least {size} bytes, over the memory limit of "
+                             f"{limit} bytes")
 
 
-def _check_sizes(values: Iterable[onnx.ValueInfoProto], source: str, limit: int) -> None:
-    for v in values:
-        dims = [d.dim_value for d in v.type.tensor_type.shape.dim if d.HasField("dim_value")]
-        if len(dims) > MAX_RANK or any(d < 0 or d > MAX_DIM for d in dims):
-            raise InferenceError(f"{source}: tensor {v.name!r} has dims out of range {dims[:MAX_RANK]}")
-        size = _least_bytes(v.type)
-        if size is not None and size > limit:
-            raise InferenceError(
-                f"{source}: tensor {v.name!r} would take at least {size} bytes, over the memory limit of {limit} bytes"
-            )
+@dataclass
+class ShapePlan:
+    """What shape inference needs, kept by the session for the run-time checks: the nodes in
+    topological order, the types of graph inputs and initializers, the values of small
+    constants (Reshape's shape, Slice's starts...), the opsets.  Large initializers are not kept."""
+
+    nodes: list[onnx.NodeProto]
+    types: dict[str, onnx.TypeProto]
+    data: dict[str, TensorProto]
+    opsets: list[onnx.OperatorSetIdProto]
+    ir_version: int
+    source: str
+
+    def walk(self, limit: int, inputs: Mapping[str, onnx.TypeProto] | None = None,
+             values: Mapping[str, TensorProto] | None = None) -> None:
+        """ONNX shape inference one node at a time, in order, checking each output before the
+        next node sees it: a negative or huge dim, or a tensor over the limit, is refused with
+        the node's name, and no inference function is ever handed a negative dim (some abort
+        the process on one)."""
+        types = {**self.types, **(inputs or {})}
+        data = {**self.data, **(values or {})}
+        versions = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in self.opsets}
+        for index, node in enumerate(self.nodes):
+            domain = "" if node.domain in ("", "ai.onnx") else node.domain
+            if any(i and i not in types for i in node.input):
+                continue  # an input of unknown type (after an op ONNX has no schema for)
+            try:
+                schema = onnx.defs.get_schema(node.op_type, versions.get(domain, 1), domain)
+            except onnx.defs.SchemaError:
+                continue
+            given = {i: types[i] for i in node.input if i}
+            known = {i: data[i] for i in node.input if i in data}
+            try:
+                outputs = onnx.shape_inference.infer_node_outputs(
+                    schema, node, given, known, opset_imports=self.opsets, ir_version=self.ir_version
+                )
+            except Exception as exc:  # onnx's InferenceError / ValidationError: the node is inconsistent
+                text = " ".join(str(exc).split())
+                raise InferenceError(f"{self.source}: {_describe(node, index)}: inconsistent shapes or types: "
+                                     f"{text[:300]}") from None
+            for name, t in outputs.items():
+                _check_type(name, t, f"{self.source}: {_describe(node, index)}", limit)
+                types[name] = t
+            if node.op_type == "Constant" and len(node.output) == 1:
+                value = next((a.t for a in node.attribute if a.name == "value" and a.type == a.TENSOR), None)
+                if value is not None and math.prod(value.dims) <= SMALL_VALUES:
+                    data[node.output[0]] = value
 
 
-def shape_skeleton(model: onnx.ModelProto, keep_values: int = 64) -> onnx.ModelProto:
-    """The model with large initializers replaced by inputs of the same type: enough for shape
-    inference (which reads only small constants such as Reshape's shape), light to keep.
+SMALL_VALUES = 64  # constants up to this many values are kept for shape inference (shapes, axes, scales)
 
-    Declared output types and intermediate value_info are dropped: shape inference keeps a
-    declared type where it disagrees, and the memory bound must see what the nodes compute,
-    not what the file claims."""
-    skeleton = onnx.ModelProto()
-    skeleton.CopyFrom(model)
-    g = skeleton.graph
-    del g.value_info[:]
-    for out in g.output:
-        out.ClearField("type")
-    kept, declared = [], {v.name for v in g.input}
+
+def shape_plan(model: onnx.ModelProto, source: str) -> ShapePlan:
+    """The ShapePlan of a checked model (cycles are refused here, naming the nodes)."""
+    g = model.graph
+    types: dict[str, onnx.TypeProto] = {}
+    data: dict[str, TensorProto] = {}
     for t in g.initializer:
-        if math.prod(t.dims) <= keep_values and t.data_location != TensorProto.EXTERNAL:
-            kept.append(t)
-        elif t.name not in declared:
-            g.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
-    del g.initializer[:]
-    g.initializer.extend(kept)
-    return skeleton
+        types[t.name] = helper.make_tensor_type_proto(t.data_type, list(t.dims))
+        if math.prod(t.dims) <= SMALL_VALUES:
+            data[t.name] = t
+    for v in g.input:
+        if v.name not in types:
+            types[v.name] = v.type
+    nodes = list(g.node)
+    order, _, stuck = topological_order([(n.input, n.output) for n in nodes], set(types) | {""})
+    if stuck:
+        names = ", ".join(_describe(nodes[i], i) for i in stuck[:5])
+        raise InferenceError(f"{source}: graph has a cycle through {names}")
+    return ShapePlan([nodes[i] for i in order], types, data, list(model.opset_import),
+                     model.ir_version or onnx.IR_VERSION, source)
 
 
 def check_names(model: onnx.ModelProto, source: str) -> None:
@@ -321,8 +361,8 @@ def check_names(model: onnx.ModelProto, source: str) -> None:
         raise InferenceError(f"{source}: names must be UTF-8 text, got {bad[0]!r}")
 
 
-def check_model(model: onnx.ModelProto, source: str, limit: int) -> onnx.ModelProto:
-    """Every load-time check; returns the shape skeleton the session keeps for run-time checks."""
+def check_model(model: onnx.ModelProto, source: str, limit: int) -> ShapePlan:
+    """Every load-time check; returns the shape plan the session keeps for run-time checks."""
     g = model.graph
     if len(g.node) > MAX_NODES:
         raise InferenceError(f"{source}: {len(g.node)} nodes, more than the {MAX_NODES} the runtime accepts")
@@ -343,10 +383,12 @@ def check_model(model: onnx.ModelProto, source: str, limit: int) -> onnx.ModelPr
                 if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
                     tensors.setdefault(node.output[0], attr.t)
     _check_nodes(model, source, limit, tensors)
-    skeleton = shape_skeleton(model)
-    inferred = _infer(skeleton, source)
-    _check_sizes([*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input], source, limit)
-    return skeleton
+    for v in g.input:
+        if v.type.HasField("tensor_type"):
+            _check_type(v.name, v.type, source, limit)
+    plan = shape_plan(model, source)
+    plan.walk(limit)
+    return plan
 
 
 def check_choices(graph: Graph) -> None:
@@ -365,16 +407,16 @@ class RunShapeCheck:
     """Run-time half of the memory bound: for each new input signature, shape inference with
     the concrete input shapes (and the values of small integer inputs, which may be shapes:
     ConstantOfShape, Expand, Reshape), and a refusal before any kernel runs if a tensor would
-    exceed the limit.  Signatures are cached, so steady-state runs pay one lookup."""
+    exceed the limit.  Signatures are cached (least recently used dropped first), so
+    steady-state runs pay one lookup."""
 
-    SMALL_INT_VALUES = 64
+    def __init__(self, plan: ShapePlan, limit: int, max_cache: int = 64) -> None:
+        self.plan, self.limit, self.max_cache = plan, limit, max_cache
+        self._seen: OrderedDict[tuple, None] = OrderedDict()
 
-    def __init__(self, skeleton: onnx.ModelProto, source: str, limit: int, max_cache: int = 64) -> None:
-        self.skeleton, self.source, self.limit, self.max_cache = skeleton, source, limit, max_cache
-        self._seen: OrderedDict[tuple, None] = OrderedDict()  # least recently used first
-
-    def _is_shape_like(self, x: np.ndarray) -> bool:
-        return x.dtype.kind in "iu" and x.ndim <= 1 and x.size <= self.SMALL_INT_VALUES
+    @staticmethod
+    def _is_shape_like(x: np.ndarray) -> bool:
+        return x.dtype.kind in "iu" and x.ndim <= 1 and x.size <= SMALL_VALUES
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> None:
         signature = tuple(
@@ -384,19 +426,15 @@ class RunShapeCheck:
             self._seen.move_to_end(signature)
             return
         if sum(x.nbytes for x in feeds.values()) > self.limit:
-            raise InferenceError(f"{self.source}: inputs take more than the memory limit of {self.limit} bytes")
-        concrete = onnx.ModelProto()
-        concrete.CopyFrom(self.skeleton)
-        for v in concrete.graph.input:
-            if v.name in feeds and v.type.HasField("tensor_type"):
-                shape = v.type.tensor_type.shape
-                del shape.dim[:]
-                for d in feeds[v.name].shape:
-                    shape.dim.add().dim_value = int(d)
-                if self._is_shape_like(feeds[v.name]):
-                    concrete.graph.initializer.append(onnx.numpy_helper.from_array(feeds[v.name], v.name))
-        inferred = _infer(concrete, self.source)
-        _check_sizes([*inferred.graph.value_info, *inferred.graph.output], self.source, self.limit)
+            raise InferenceError(f"{self.plan.source}: inputs take more than the memory limit of {self.limit} bytes")
+        types, values = {}, {}
+        for name, x in feeds.items():
+            declared = self.plan.types.get(name)
+            elem = declared.tensor_type.elem_type if declared is not None else 0
+            types[name] = helper.make_tensor_type_proto(elem or helper.np_dtype_to_tensor_dtype(x.dtype), x.shape)
+            if self._is_shape_like(x):
+                values[name] = onnx.numpy_helper.from_array(x, name)
+        self.plan.walk(self.limit, types, values)
         self._seen[signature] = None
         if len(self._seen) > self.max_cache:
             self._seen.popitem(last=False)

@@ -96,7 +96,7 @@ def test_attributes_out_of_range_name_the_node(attrs, words):
         (lambda m: m.graph.node[0].input.__setitem__(0, "y"), "cycle"),
         (lambda m: m.graph.node[3].input.__setitem__(0, "nowhere"), "'conv' (Conv) reads 'nowhere', which no"),
         (lambda m: m.graph.node[0].input.append("extra"), "node 'quant_x' (QuantizeLinear)"),
-        (lambda m: m.graph.input[0].type.tensor_type.shape.dim.pop(), "node name: conv"),
+        (lambda m: m.graph.input[0].type.tensor_type.shape.dim.pop(), "node 'conv' (Conv): inconsistent shapes"),
     ],
 )
 def test_structural_faults_are_named(mutate, words):
