@@ -1,6 +1,8 @@
-"""export: fake-quant torch.fx model → int8 ONNX (QDQ or QOperator), cleaned, checked, written atomically.
+"""export: fake-quant model → int8 ONNX (QDQ or QOperator), cleaned, checked, written atomically.
 
-Imports quant, torch and onnx only (DESIGN.md §2).
+The quantized patterns are written by export/lower.py + export/qdq_ops.py (our own
+ONNX translations), every float op by torch.onnx's dynamo exporter (export/dynamo.py).
+Imports quant, torch, onnx and onnxscript only (DESIGN.md §2).
 """
 
 from export.api import build_quantized, export_float, export_quantized
