@@ -218,16 +218,10 @@ def _nbits_nodes(site: LinearSite, name: str, module: WeightOnlyLinear, graph: o
     if not spec.symmetric:
         inits.append(numpy_helper.from_array(pack_zero_points(module.zero.numpy(), spec.bits), f"{name}.zero_points"))
         inputs.append(inits[-1].name)
-    nodes = []
-    if module.in_scale is not None:
-        inits.append(numpy_helper.from_array(module.in_scale.numpy().astype(np.float32), f"{name}.in_scale"))
-        nodes.append(helper.make_node("Mul", [inputs[0], inits[-1].name], [f"{name}.scaled_input"],
-                                      name=f"{name}/awq_scale"))
-        inputs[0] = f"{name}.scaled_input"
     graph.initializer.extend(inits)
-    nodes.append(helper.make_node("MatMulNBits", inputs, [site.node.output[0]], name=f"{name}/MatMulNBits",
-                                  domain=MS_DOMAIN, K=k, N=n, bits=spec.bits, block_size=spec.group_size))
-    return nodes
+    # AWQ's input scaling is already a Mul in the float twin (ScaledLinear), in front of this MatMul
+    return [helper.make_node("MatMulNBits", inputs, [site.node.output[0]], name=f"{name}/MatMulNBits",
+                             domain=MS_DOMAIN, K=k, N=n, bits=spec.bits, block_size=spec.group_size)]
 
 
 def build_weight_only(

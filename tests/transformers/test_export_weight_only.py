@@ -80,3 +80,18 @@ def test_gpt2_int4_gptq_logits_match_the_simulation(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     theirs = ort.InferenceSession(str(path)).run(None, {"input_ids": test_ids})[0]
     assert np.abs(theirs - sim).max() < 1e-3 * np.abs(sim).max()
+
+
+def test_awq_input_scaling_is_exported_once(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.GELU(), nn.Linear(64, 16)).eval()
+    calib = [torch.randn(64, 64) for _ in range(2)]
+    for x in calib:
+        x[:, :4] *= 30.0  # outlier input channels: AWQ scales them up in the weights
+    q = compress.quantize_weight_only(model, calib, method="awq", group_size=32)
+    assert q[0].in_scale is not None
+    x = calib[0][:5]
+    path = compress.export_weight_only(q, tmp_path / "awq.onnx", (x,))
+    out = runtime.InferenceSession(str(path), threads=1).run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(out, q(x).numpy(), rtol=1e-4, atol=1e-4)
