@@ -125,6 +125,8 @@ def quantize(state: RunState, stage: Stage) -> None:
     if o["mode"] == "qat":
         _fit(state, qmodel, o["epochs"], float(o["lr"]), stage)
     state.qmodel = qmodel.eval()
+    if state.show:  # what runs int8, what stayed float and why, each output's SQNR (compress.layer_report)
+        print(compress.layer_report(state.qmodel, state.train_loader, max_batches=2).table())
     state.info[f"{stage.index}:{stage.name}"] = {
         "test_accuracy": accuracy(state.qmodel, state.test_loader)
     }
