@@ -13,7 +13,10 @@ Where the roundings differ: our runtime (like ORT) folds DQ -> Conv -> Q into on
 requantizes the exact int32 sum with one fp32 multiplier, fp32(fp32(s_x*s_w)/s_y); the reference
 convolves dequantized float32 values (float accumulation, rounded at every add) and divides by
 s_y.  Values whose scaled sum lies within float rounding of a .5 boundary round differently:
-one step, rarely, then propagated through the layers that follow.
+one step, rarely (layer-wise: under 1 in 10^4 codes), then propagated through the layers that
+follow, which is why end-to-end outputs differ more.  ORT folds QDQ files with uint8
+activations into integer kernels as we do (equal to ours), but runs those with int8 activations
+as float DQ -> op -> Q on this CPU (equal to the reference).
 
 Weights are random (seed 0, no download), inputs standard normal; BatchNorm keeps its default
 statistics.  Prints a markdown table.

@@ -32,7 +32,8 @@ def test_squeezenet_fp32_and_ort_quantized_files_run_like_ort_and_the_reference(
             assert layers.identical >= 0.999 and layers.max_steps <= 1 and compared >= total - 1 and not shapes
             # end to end, one-step differences compound through the layers; the predicted class stays
             assert ours.argmax() == reference_run(path, x).argmax(), (fmt, act)
-        # ORT's QDQ int8-activation path computes some ops in float: compare the integer forms only
+        # ORT runs QDQ files with int8 activations as float DQ -> op -> Q here (its output is the
+        # reference's exactly): the integer forms are the ones to equal
         if ort_exact and (fmt, act) != ("qdq", "s8"):
             vs_ort = agreement(ours, ort_run(path, x), step)
             assert vs_ort.identical >= 0.999 and vs_ort.max_steps <= 1, (fmt, act, vs_ort)
