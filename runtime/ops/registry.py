@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from runtime.errors import InferenceError
 from runtime.graph import Graph, Node
 
 Compute = Callable[..., Sequence[np.ndarray]]
@@ -86,9 +87,9 @@ class OpSpec:
         axis, for one, changed its default at opset 13)."""
         return {**self.schema_defaults(opset), **node.attrs}
 
-    def check_choices(self, node: Node) -> str | None:
+    def check_choices(self, node: Node, opset: int | None = None) -> str | None:
         """A message naming the first attribute whose value the kernel does not implement."""
-        attrs = self.attrs(node)
+        attrs = self.attrs(node, opset)
         for name, allowed in self.choices.items():
             if name in attrs and attrs[name] not in allowed:
                 return f"attribute {name}={attrs[name]!r} is not supported (supported: {list(allowed)})"
@@ -185,10 +186,13 @@ def elementwise(fn: Callable[..., np.ndarray]) -> Factory:
 
 
 def build(node: Node, graph: Graph, opts: RunOptions) -> Compute:
-    """The node's compute function.  An fp32 node that kept a fused Relu/Clip (it was not
+    """The node's compute function, after checking its attribute values against the op's
+    ``choices`` (a named error instead of a wrong answer).  An fp32 node that kept a fused Relu/Clip (it was not
     folded into an integer op) applies the clamp to its output here; integer ops apply
     theirs as saturation bounds themselves."""
     op = _REGISTRY[node.key]
+    if problem := op.check_choices(node, graph.opsets.get(op.domain)):
+        raise InferenceError(f"{graph.source}: {node.describe()}: {problem}")
     compute = lookup(node)(node, graph, opts)
     lo, hi = node.attrs.get("fused_min"), node.attrs.get("fused_max")
     if not op.fuses_clamp or (lo is None and hi is None):

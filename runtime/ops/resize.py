@@ -140,8 +140,6 @@ def resize_op(node, graph, opts):
     if graph.opsets.get("", 19) < 11:  # Resize-10: asymmetric coordinates, inputs (X, scales)
         attrs["coordinate_transformation_mode"] = "asymmetric"
         attrs["nearest_mode"] = "floor"
-    if attrs.get("antialias", 0):
-        raise InferenceError(f"{where}: antialias=1 is not supported")
     axes_attr = attrs.get("axes")
 
     def run(x, roi=None, scales=None, sizes=None):

@@ -9,7 +9,7 @@ from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 from onnx_builders import const, make_model, ort_session, tensor
 
-from runtime import InferenceSession
+from runtime import InferenceError, InferenceSession
 from runtime.ops import registry
 
 
@@ -164,3 +164,12 @@ def test_qlinear_matmul_on_both_operand_types_per_tensor_and_per_axis(a_type, b_
     model = make_model([node], [tensor("a", [5, 16], elem)], [tensor("y", None, elem)], inits, opset=21)
     ours, ref = _both(model, {"a": a})
     np.testing.assert_array_equal(ours[0], ref[0])
+
+
+def test_an_attribute_value_the_kernel_lacks_is_a_named_error_at_load():
+    """The op's ``choices`` fact: Resize with antialias=1 is refused before anything runs."""
+    x = np.zeros((1, 1, 4, 4), np.float32)
+    scales = const("scales", np.array([1, 1, 0.5, 0.5], np.float32))
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], name="rs", mode="linear", antialias=1)
+    with pytest.raises(InferenceError, match=r"'rs' \(Resize\): attribute antialias=1 is not supported"):
+        InferenceSession(_single(node, x, None, [scales], opset=19))
