@@ -79,14 +79,16 @@ def count(package_dir: Path, statement: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--paths", nargs="+", default=["portable", "avx2"])
+    parser.add_argument("--paths", nargs="+", default=["avx2"])
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--other", type=Path, default=None, help="folder holding another build of runtime/")
     args = parser.parse_args()
     builds = {"this tree": ROOT} | ({"other": args.other} if args.other else {})
     head = "| kernel | path | " + " | ".join(f"{b} (instructions)" for b in builds)
     head += " | other / this |" if args.other else " |"
     lines = [head, "|" + "---|" * (2 + len(builds) + (1 if args.other else 0))]
-    for name, statement in CASES.items():
+    for name in args.cases:
+        statement = CASES[name]
         for path in args.paths:
             counts = {b: count(d, statement.replace("PATH", repr(path))) for b, d in builds.items()}
             row = f"| {name} | {path} | " + " | ".join(f"{c:,}" for c in counts.values())
