@@ -31,7 +31,10 @@ import onnx
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# bench/ holds a transformers.py of its own: keep the script's folder off the path, the repo root on it
+_HERE = Path(__file__).resolve().parent
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
 import compress  # noqa: E402
 import runtime  # noqa: E402
