@@ -40,7 +40,7 @@ def test_the_readme_has_the_blocks_this_file_runs():
     assert any(c.startswith("compress validate") for c in cheap_commands())
 
 
-@pytest.mark.parametrize(("line", "code"), blocks("python"), ids=lambda v: f"line{v}" if isinstance(v, int) else "")
+@pytest.mark.parametrize(("line", "code"), [pytest.param(n, c, id=f"README.md:{n}") for n, c in blocks("python")])
 def test_python_block_runs_as_pasted(line, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     source = "\n" * (line - 1) + code  # so a traceback names README.md's line
