@@ -100,7 +100,7 @@ def main() -> None:
             ]
         )
     probe = probe_onnxruntime()
-    print(f"Machine: {probe.machine}. {probe.note()}")
+    print(probe.note())  # names the machine: CPU model, int8 features, our runtime's path
     print()
     print(
         "| model | weights | format | engine | images | top-1 agreement | max abs Δ logit (steps) "
