@@ -15,7 +15,7 @@ Codes are unsigned (0 .. 2^bits - 1): symmetric groups use the fixed zero point
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -179,7 +179,6 @@ def collect_input_stats(
     abs_stats: bool = False,
     max_rows: int = 0,
     max_batches: int | None = None,
-    row_filter: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, InputStats]:
     """Streams the loader once with forward pre-hooks on the named modules.
 
@@ -194,8 +193,6 @@ def collect_input_stats(
         def hook(_module, inputs):
             x = inputs[0].detach()
             x = x.reshape(-1, x.shape[-1]).float()
-            if row_filter is not None:
-                x = x[row_filter(x)]
             if not torch.isfinite(x).all():
                 raise QuantError(f"calibration input of '{name}' holds NaN or inf")
             st.rows += x.shape[0]
