@@ -148,3 +148,10 @@ def test_peak_loops_refuse_bad_arguments():
     for path in kernels.available_paths()[1:2]:
         with pytest.raises(REFUSED):
             _kernels.peak(kernels.resolve_path(path), 0)
+
+
+def test_measured_peaks_are_plausible():
+    """The asm peak loops run and count their operations: a few GOPS at least, below any real CPU's bound."""
+    for path in kernels.available_paths():
+        if path in ("avx2", "avx512vnni"):
+            assert 1 < kernels.peak_gops(path, seconds=0.05) < 100_000
