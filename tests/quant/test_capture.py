@@ -100,21 +100,17 @@ def test_gpt2_conv1d_and_tied_weights(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["shufflenet_v2_x0_5", "lraspp_mobilenet_v3_large"])
-def test_torchvision_models_fx_could_not_export(arch, tmp_path):
-    """chunk + channel shuffle; interpolate, hardswish, SE multiply and a dict output."""
+def test_segmentation_model_fx_could_not_export(tmp_path):
+    """lraspp_mobilenet_v3_large: interpolate, hardswish, SE multiply, a dict output (bench/coverage.py: the rest)."""
     torch.manual_seed(0)
-    if arch.startswith("lraspp"):
-        model = torchvision.models.segmentation.lraspp_mobilenet_v3_large(num_classes=3, weights_backbone=None)
-    else:
-        model = getattr(torchvision.models, arch)(num_classes=10)
+    model = torchvision.models.segmentation.lraspp_mobilenet_v3_large(num_classes=3, weights_backbone=None)
     model = trained_like_batchnorm(model, (4, 3, 64, 64))
     x = torch.randn(6, 3, 64, 64)
     q = compress.quantize(model, [x[:3], x[3:]], progress=False)
     with torch.no_grad():
         out = q(x)
-    path = compress.export_onnx(q, tmp_path / f"{arch}.onnx", x[:2])
-    _agree(q, path, {"x": x.numpy()}, out)
+    path = compress.export_onnx(q, tmp_path / "lraspp.onnx", x[:2])
+    _agree(q, path, {"input": x.numpy()}, out)
 
 
 class Untraceable(nn.Module):
