@@ -1,4 +1,5 @@
-"""torch.fx tracing that names the module it fails in.
+"""torch.fx tracing that names the module it fails in: the fallback when torch.export
+cannot capture a model (quant/capture.py, ``on_untraceable='float'``).
 
 Modules that cannot be traced either raise a QuantError naming the module (strict)
 or become opaque leaves that stay in float, with a warning (DESIGN.md §5).
