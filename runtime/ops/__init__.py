@@ -15,6 +15,7 @@ from runtime.ops import (  # noqa: F401  (imported for their registrations)
     qlinear_conv,
     qlinear_matmul,
     qlinear_pool,
+    qlinear_softmax,
     qlinear_unary,
     quantize_linear,
     reduce,

@@ -173,3 +173,24 @@ def test_an_attribute_value_the_kernel_lacks_is_a_named_error_at_load():
     node = helper.make_node("Resize", ["x", "", "scales"], ["y"], name="rs", mode="linear", antialias=1)
     with pytest.raises(InferenceError, match=r"'rs' \(Resize\): attribute antialias=1 is not supported"):
         InferenceSession(_single(node, x, None, [scales], opset=19))
+
+
+def test_qlinear_softmax_is_the_quantized_float_softmax_and_close_to_ort():
+    x = RNG.integers(0, 256, (2, 3, 7)).astype(np.uint8)
+    inits = [
+        const("xs", np.float32(0.05)),
+        const("xz", np.uint8(120)),
+        const("ys", np.float32(1 / 256)),
+        const("yz", np.uint8(0)),
+    ]
+    node = helper.make_node(
+        "QLinearSoftmax", ["x", "xs", "xz", "ys", "yz"], ["y"], domain="com.microsoft", axis=-1, opset=13
+    )
+    model = _single(node, x, None, inits, elem=TensorProto.UINT8)
+    ours = InferenceSession(model, threads=1).run(None, {"x": x})[0]
+    v = (x.astype(np.float32) - 120) * np.float32(0.05)
+    e = np.exp(v - v.max(axis=-1, keepdims=True))
+    want = np.clip(np.rint(e / e.sum(axis=-1, keepdims=True) * 256), 0, 255)
+    np.testing.assert_array_equal(ours, want)
+    theirs = ort_session(model).run(None, {"x": x})[0]  # ORT's table-driven kernel rounds its own way
+    assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1
