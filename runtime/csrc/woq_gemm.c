@@ -40,26 +40,59 @@ typedef struct {
     int failed;
 } woq_job;
 
-/* Unpacks columns n0 .. n0+nt-1 into wt[k * NT + j] (columns past nt are zero). */
+static inline int code_at(const uint8_t *p, int64_t t, int bits) {
+    return bits == 4 ? (p[t >> 1] >> ((t & 1) * 4)) & 15 : p[t];
+}
+
+/* Unpacks columns n0 .. n0+nt-1 into wt[k * NT + j] (columns past nt are zero); each step
+ * writes NT consecutive floats, reading the nt packed rows side by side. */
 static void unpack_tile(const woq_job *j, int64_t n0, int nt, float *wt) {
     if (nt < NT) memset(wt, 0, sizeof(float) * (size_t)(j->k * NT));
-    for (int c = 0; c < nt; ++c) {
-        const int64_t n = n0 + c;
+    for (int64_t blk = 0; blk < j->blocks; ++blk) {
+        float s[NT], z[NT];
+        const uint8_t *p[NT];
+        for (int c = 0; c < nt; ++c) {
+            const int64_t idx = (n0 + c) * j->blocks + blk;
+            s[c] = j->scales[idx];
+            z[c] = j->zeros[idx];
+            p[c] = j->b + idx * j->blob;
+        }
+        const int64_t k0 = blk * j->block;
+        const int64_t len = (k0 + j->block <= j->k) ? j->block : j->k - k0;
+        for (int64_t t = 0; t < len; ++t) {
+            float *dst = wt + (k0 + t) * NT;
+            for (int c = 0; c < nt; ++c) dst[c] = ((float)code_at(p[c], t, j->bits) - z[c]) * s[c];
+        }
+    }
+}
+
+/* Fewer than 4 rows (token-by-token decoding): no tile buffer, each column's blocks are decoded
+ * straight into the dot products, y[r, n] = sum_blocks s * sum_t (q_t - z) * a[r, t]. */
+CLONES static void gemv_columns(const woq_job *j, int64_t n_begin, int64_t n_end) {
+    for (int64_t n = n_begin; n < n_end; ++n) {
+        float acc[4] = {0, 0, 0, 0};
         for (int64_t blk = 0; blk < j->blocks; ++blk) {
-            const float s = j->scales[n * j->blocks + blk], z = j->zeros[n * j->blocks + blk];
-            const uint8_t *p = j->b + (n * j->blocks + blk) * j->blob;
-            const int64_t k0 = blk * j->block;
+            const int64_t idx = n * j->blocks + blk, k0 = blk * j->block;
             const int64_t len = (k0 + j->block <= j->k) ? j->block : j->k - k0;
-            float *dst = wt + k0 * NT + c;
-            if (j->bits == 4) {
-                for (int64_t t = 0; t < len; ++t) {
-                    const int q = (p[t >> 1] >> ((t & 1) * 4)) & 15;
-                    dst[t * NT] = ((float)q - z) * s;
+            const uint8_t *p = j->b + idx * j->blob;
+            const float z = j->zeros[idx];
+            for (int64_t r = 0; r < j->m; ++r) {
+                const float *a = j->a + r * j->k + k0;
+                float part = 0.0f;
+                if (j->bits == 4) {
+                    int64_t t = 0;
+                    for (; t + 1 < len; t += 2) {
+                        const int v = p[t >> 1];
+                        part += ((float)(v & 15) - z) * a[t] + ((float)(v >> 4) - z) * a[t + 1];
+                    }
+                    if (t < len) part += ((float)(p[t >> 1] & 15) - z) * a[t];
+                } else {
+                    for (int64_t t = 0; t < len; ++t) part += ((float)p[t] - z) * a[t];
                 }
-            } else {
-                for (int64_t t = 0; t < len; ++t) dst[t * NT] = ((float)p[t] - z) * s;
+                acc[r] += part * j->scales[idx];
             }
         }
+        for (int64_t r = 0; r < j->m; ++r) j->y[r * j->n + n] = acc[r] + (j->bias ? j->bias[n] : 0.0f);
     }
 }
 
@@ -94,6 +127,11 @@ CLONES static void micro_kernel(const float *a, int64_t lda, const float *wt, in
 
 static void *run_job(void *arg) {
     woq_job *j = (woq_job *)arg;
+    if (j->m < 4) {
+        const int64_t end = j->col_end * NT < j->n ? j->col_end * NT : j->n;
+        gemv_columns(j, j->col_begin * NT, end);
+        return NULL;
+    }
     float *wt = (float *)aligned_alloc(64, sizeof(float) * (size_t)((j->k * NT + 15) / 16 * 16));
     if (!wt) {
         j->failed = 1;
