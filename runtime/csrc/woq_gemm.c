@@ -8,7 +8,9 @@
  * a K x NT fp32 buffer (a few dozen KiB, stays in L2) and consumed at once by a register-
  * blocked micro-kernel (4 rows x NT columns of accumulators), then the next tile is unpacked.
  * The hot loops are plain C compiled for AVX-512, AVX2+FMA and baseline x86-64 (GCC's
- * target_clones picks one at load time); other architectures get the plain loop.
+ * target_clones picks one at load time); fewer than 4 rows (token-by-token decoding) skip the
+ * tile and decode each block straight into an AVX2 dot product when the CPU has AVX2+FMA, or a
+ * plain loop otherwise (and on other architectures).
  *
  * Every size is checked with overflow-checked 64-bit arithmetic against the buffers Python
  * passed before a pointer is touched; the GIL is released while computing.
@@ -29,6 +31,37 @@
 #define CLONES
 #endif
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_AVX2_DOT 1
+
+/* sum_t (q_t - z) * a_t over len (a multiple of 16) codes, 4- or 8-bit, on AVX2+FMA. */
+__attribute__((target("avx2,fma"))) static float dot_codes_avx2(const uint8_t *p, const float *a, int64_t len,
+                                                                 float z, int bits) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    const __m256 vz = _mm256_set1_ps(z);
+    const __m128i nibble = _mm_set1_epi8(0x0F);
+    for (int64_t t = 0; t < len; t += 16) {
+        __m128i codes;
+        if (bits == 4) {
+            const __m128i bytes = _mm_loadl_epi64((const __m128i *)(p + (t >> 1)));
+            codes = _mm_unpacklo_epi8(_mm_and_si128(bytes, nibble), _mm_and_si128(_mm_srli_epi16(bytes, 4), nibble));
+        } else {
+            codes = _mm_loadu_si128((const __m128i *)(p + t));
+        }
+        const __m256 w0 = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(codes)), vz);
+        const __m256 w1 = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(codes, 8))), vz);
+        acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(a + t), acc0);
+        acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(a + t + 8), acc1);
+    }
+    const __m256 sum = _mm256_add_ps(acc0, acc1);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+    return _mm_cvtss_f32(h);
+}
+#endif
+
 typedef struct {
     const float *a;
     const uint8_t *b;
@@ -36,6 +69,7 @@ typedef struct {
     float *y;
     int64_t m, k, n, blocks, block, blob;
     int bits;
+    int avx2; /* the CPU has AVX2 and FMA: the few-rows path uses dot_codes_avx2 */
     int64_t col_begin, col_end; /* tile range [begin, end) in units of NT columns */
     int failed;
 } woq_job;
@@ -80,6 +114,12 @@ CLONES static void gemv_columns(const woq_job *j, int64_t n_begin, int64_t n_end
                 const float *a = j->a + r * j->k + k0;
                 float lane[16] = {0}, w[16], part = 0.0f;
                 int64_t t = 0;
+#ifdef HAVE_AVX2_DOT
+                if (j->avx2) {
+                    t = len / 16 * 16;
+                    part = dot_codes_avx2(p, a, t, z, j->bits);
+                }
+#endif
                 for (; t + 16 <= len; t += 16) { /* 16 independent lanes: vectorizes without reassociation */
                     if (j->bits == 4) {
                         const uint8_t *pp = p + (t >> 1);
@@ -211,6 +251,12 @@ static PyObject *matmul_nbits(PyObject *self, PyObject *args) {
         goto done;
     {
         const int64_t tiles = (n + NT - 1) / NT;
+#ifdef HAVE_AVX2_DOT
+        __builtin_cpu_init();
+        const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+        const int avx2 = 0;
+#endif
         int64_t t = threads < 1 ? 1 : (threads > MAX_THREADS ? MAX_THREADS : threads);
         if (t > tiles) t = tiles;
         woq_job jobs[MAX_THREADS];
@@ -218,7 +264,7 @@ static PyObject *matmul_nbits(PyObject *self, PyObject *args) {
         int started[MAX_THREADS] = {0};
         for (int64_t i = 0; i < t; ++i) {
             jobs[i] = (woq_job){a.buf, b.buf, s.buf, z.buf, have_bias ? bias.buf : NULL, y.buf, m, k, n, blocks,
-                                block, blob, bits, tiles * i / t, tiles * (i + 1) / t, 0};
+                                block, blob, bits, avx2, tiles * i / t, tiles * (i + 1) / t, 0};
         }
         int failed = 0;
         Py_BEGIN_ALLOW_THREADS;
