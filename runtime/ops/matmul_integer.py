@@ -74,6 +74,8 @@ def matmul_integer(node, graph, opts):
     w_nk = np.ascontiguousarray(wc.T)
     packed = kernels.pack_weights(w_nk)
     col_sums = w_nk.astype(np.int64).sum(axis=1)
+    if np.abs(col_sums).max(initial=0) * 255 >= 2**31:
+        raise InferenceError(f"{where}: K={w_nk.shape[1]} is too deep for int32 accumulators")
     zero_stage = kernels.OutputStage(np.zeros(w_nk.shape[0], np.int32), None)
 
     def run(a, _b=None, a_zp=None, _bzp=None):
@@ -81,8 +83,12 @@ def matmul_integer(node, graph, opts):
             raise InferenceError(f"{where}: input has {a.shape[-1]} features, B has {w_nk.shape[1]} rows")
         a2, shift = _as_u8(a.reshape(-1, a.shape[-1]))
         za = _row_zero_points(a_zp, a2.shape[0], shift)
-        acc = kernels.gemm(a2, packed, zero_stage, opts.threads, opts.isa).astype(np.int64)
-        acc -= (za[:, None] if isinstance(za, np.ndarray) else za) * col_sums[None, :]
-        return [acc.astype(np.int32).reshape(*a.shape[:-1], w_nk.shape[0])]
+        if isinstance(za, np.ndarray):  # per-row zero points: correct after the GEMM
+            acc = kernels.gemm(a2, packed, zero_stage, opts.threads, opts.isa).astype(np.int64)
+            acc = (acc - za[:, None] * col_sums[None, :]).astype(np.int32)
+        else:  # one zero point: its correction is the output stage's bias, added inside the GEMM
+            stage = kernels.OutputStage((-za * col_sums).astype(np.int32), None)
+            acc = kernels.gemm(a2, packed, stage, opts.threads, opts.isa)
+        return [acc.reshape(*a.shape[:-1], w_nk.shape[0])]
 
     return run

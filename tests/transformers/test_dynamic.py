@@ -85,21 +85,28 @@ def test_dynamic_quantize_linear_matches_onnxruntime():
             assert a.dtype == b.dtype and np.array_equal(a, b)
 
 
+def _matmul_integer_model(w, zp_shape):
+    return _graph(
+        [helper.make_node("MatMulInteger", ["a", "w", "az"], ["y"])],
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [None, w.shape[0]]),
+         helper.make_tensor_value_info("az", TensorProto.UINT8, zp_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, None)],
+        [helper.make_tensor(name="w", data_type=TensorProto.INT8, dims=w.shape, vals=w.reshape(-1).tolist())],
+    )
+
+
 def test_matmul_integer_with_run_time_zero_point():
     """A constant int8 B on the C GEMM; a_zero_point comes from the graph at run time."""
     rng = np.random.default_rng(1)
     w = rng.integers(-127, 128, (37, 19)).astype(np.int8)
-    model = _graph(
-        [helper.make_node("MatMulInteger", ["a", "w", "az"], ["y"])],
-        [helper.make_tensor_value_info("a", TensorProto.UINT8, [None, 37]),
-         helper.make_tensor_value_info("az", TensorProto.UINT8, [])],
-        [helper.make_tensor_value_info("y", TensorProto.INT32, None)],
-        [helper.make_tensor(name="w", data_type=TensorProto.INT8, dims=w.shape, vals=w.reshape(-1).tolist())],
-    )
     a = rng.integers(0, 256, (5, 37)).astype(np.uint8)
+    session = runtime.InferenceSession(_matmul_integer_model(w, []))
     for az in (0, 3, 200):
-        y = runtime.InferenceSession(model).run(None, {"a": a, "az": np.array(az, np.uint8)})[0]
+        y = session.run(None, {"a": a, "az": np.array(az, np.uint8)})[0]
         assert np.array_equal(y, (a.astype(np.int64) - az) @ w.astype(np.int64))
+    per_row = rng.integers(0, 256, 5).astype(np.uint8)  # ONNX allows one zero point per row of A
+    y = runtime.InferenceSession(_matmul_integer_model(w, [None])).run(None, {"a": a, "az": per_row})[0]
+    assert np.array_equal(y, (a.astype(np.int64) - per_row[:, None].astype(np.int64)) @ w.astype(np.int64))
 
 
 def test_recurrent_layers_are_named_when_left_float():
