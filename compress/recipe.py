@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from compress.errors import RecipeError
+from compress.ptq import STATIC_WEIGHT_BITS
 from compress.sources import (
     DATA_SOURCE_KINDS,
     check_data_source,
@@ -278,7 +279,7 @@ STAGE_SCHEMAS: dict[str, dict[str, Field]] = {
         "mode": Field((str,), "ptq", choices=("ptq", "qat")),
         "method": Field((str,), "minmax", choices=("minmax", "percentile", "kl", "mse")),
         "per_channel": Field((bool,), True),
-        "weight_bits": Field((int,), 8, choices=tuple(range(2, 9))),
+        "weight_bits": Field((int,), 8, choices=STATIC_WEIGHT_BITS),
         "weight_range": Field((str,), "full", choices=("full", "reduced"),
                               help="'reduced': 7-bit weights for ONNX Runtime on CPUs without VNNI"),
         "activation_dtype": Field((str,), "uint8", choices=("uint8", "int8")),
