@@ -4,7 +4,8 @@ runs, so kernel changes are compared by counts as well as by (noisy) time.
 Each case (a GEMM, a k x k convolution, a 1x1 convolution, a depthwise convolution, per
 instruction-set path) runs once in a fresh ``valgrind --tool=callgrind`` process; the count is
 the instructions executed in the extension's own C code (every function compiled from
-``runtime/csrc``; the C library's memcpy/memset the packing calls are not included).
+``runtime/csrc``; the C library's memcpy/memset the packing calls are not included), minus
+those of the setup alone (weight packing), measured once per build.
 Valgrind does not execute AVX-512, so only the portable and AVX2 paths can be counted.  With
 ``--other DIR`` the same cases also run against another build of the ``runtime`` package
 (e.g. an older commit: ``git archive <commit> runtime setup.py | tar -x -C DIR`` and
@@ -84,13 +85,14 @@ def main() -> None:
     parser.add_argument("--other", type=Path, default=None, help="folder holding another build of runtime/")
     args = parser.parse_args()
     builds = {"this tree": ROOT} | ({"other": args.other} if args.other else {})
+    setup = {b: count(d, "pass") for b, d in builds.items()}
     head = "| kernel | path | " + " | ".join(f"{b} (instructions)" for b in builds)
     head += " | other / this |" if args.other else " |"
     lines = [head, "|" + "---|" * (2 + len(builds) + (1 if args.other else 0))]
     for name in args.cases:
         statement = CASES[name]
         for path in args.paths:
-            counts = {b: count(d, statement.replace("PATH", repr(path))) for b, d in builds.items()}
+            counts = {b: count(d, statement.replace("PATH", repr(path))) - setup[b] for b, d in builds.items()}
             row = f"| {name} | {path} | " + " | ".join(f"{c:,}" for c in counts.values())
             row += f" | {counts['other'] / counts['this tree']:.2f} |" if args.other else " |"
             lines.append(row)
