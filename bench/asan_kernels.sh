@@ -22,7 +22,7 @@ cd "$ROOT"
 CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g" LDFLAGS="-fsanitize=address" \
     "$PY" setup.py -q build_ext --build-lib "$TMP/lib" --build-temp "$TMP/build" >"$TMP/build.log" 2>&1 \
     || { cat "$TMP/build.log"; exit 1; }
-cp "$TMP"/lib/runtime/_kernels*.so "$TMP/tree/runtime/"
+cp "$TMP"/lib/runtime/*.so "$TMP/tree/runtime/"  # every extension setup.py builds, instrumented
 
 cd "$TMP/tree"
 export LD_PRELOAD
