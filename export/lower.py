@@ -84,24 +84,24 @@ class Weighted(nn.Module):
         self.input_grid = input_grid
         self.out_grid = out_grid
 
-    def weight(self) -> torch.Tensor:
+    def int8_weight(self) -> torch.Tensor:
         return ops.dequantize(self.weight_q, self.weight_scale, self.weight_zero_point, self.axis)
 
-    def bias(self) -> torch.Tensor | None:
+    def int32_bias(self) -> torch.Tensor | None:
         if not self.has_bias:
             return None
         return ops.dequantize(self.bias_q, self.bias_scale, self.bias_zero_point, 0)
 
     def forward(self, x: torch.Tensor, *_grids: torch.Tensor) -> torch.Tensor:
         if self.weight_q.dim() == 4:
-            return _act(F.conv2d(x, self.weight(), self.bias(), **self.conv), self.act)
+            return _act(F.conv2d(x, self.int8_weight(), self.int32_bias(), **self.conv), self.act)
         if x.dim() == 2 or self.out_grid is None:
-            return _act(F.linear(x, self.weight(), self.bias()), self.act)
+            return _act(F.linear(x, self.int8_weight(), self.int32_bias()), self.act)
         # Linear on (…, K): Reshape → Gemm → Q/DQ → Reshape. MatMul + a float bias Add would make
         # ONNX Runtime add the bias in fp32 instead of the int32 accumulator, rounding differently.
         lead = x.shape[:-1]
         flat = self.input_grid(x.reshape(-1, x.shape[-1]))
-        y = self.out_grid(_act(F.linear(flat, self.weight(), self.bias()), self.act))
+        y = self.out_grid(_act(F.linear(flat, self.int8_weight(), self.int32_bias()), self.act))
         return y.reshape(*lead, y.shape[-1])
 
 
@@ -177,13 +177,23 @@ def lower(qmodel: fx.GraphModule) -> fx.GraphModule:
             out = next((u for u in node.users if u.op == "call_module" and u.target in grids), None)
             if len(node.users) != 1:
                 out = None
-            _set(gm, str(node.target), Weighted(mod, grids[node_grid[x]], grids[out.target] if out else None))
+            lowered = Weighted(mod, grids[node_grid[x]], grids[out.target] if out else None)
+            for attr in _read_elsewhere(gm, str(node.target)):  # a tied weight (GPT-2's lm_head and wte)
+                lowered.register_buffer(attr, getattr(mod, attr).detach().clone())
+            _set(gm, str(node.target), lowered)
         elif isinstance(mod, (QuantAdd, QuantMatMul)):
             _set(gm, str(node.target), Binary(isinstance(mod, QuantMatMul)))
         elif isinstance(mod, QuantGlobalMean):
             _set(gm, str(node.target), GlobalMean(mod, grids[node_grid[node.args[0]]]))
     gm.recompile()
     return gm
+
+
+def _read_elsewhere(gm: fx.GraphModule, owner: str) -> set[str]:
+    """Float parameters of module ``owner`` that other ops read directly (``get_attr``)."""
+    return {str(n.target).rpartition(".")[2] for n in gm.graph.nodes
+            if n.op == "get_attr" and str(n.target).rpartition(".")[0] == owner
+            and str(n.target).rpartition(".")[2] in ("weight", "bias")}
 
 
 def _requantize_inputs(gm: fx.GraphModule, node: fx.Node, node_grid: dict[fx.Node, str], kind: str) -> None:

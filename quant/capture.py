@@ -56,10 +56,10 @@ def capture(model: nn.Module, args: tuple, kwargs: dict | None = None) -> fx.Gra
     The result is called like the model (same positional and keyword inputs).
     """
     kwargs = dict(kwargs or {})
-    args, kwargs = _batch_of_two(args, kwargs)
+    args, kwargs = batch_of_two(args, kwargs)
     try:
         ep = torch.export.export(
-            model, args, kwargs, dynamic_shapes=_dynamic_batch(model, args, kwargs), strict=False
+            model, args, kwargs, dynamic_shapes=dynamic_batch(model, args, kwargs), strict=False
         )
     except Exception as exc:  # export raises many types; all mean "cannot capture here"
         raise _capture_error(model, exc) from exc
@@ -90,7 +90,7 @@ def flat_inputs(gm: fx.GraphModule, args: tuple, kwargs: dict | None = None) -> 
 
 
 # --- inputs -----------------------------------------------------------------------------
-def _batch_of_two(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+def batch_of_two(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """Example tensors with batch ≥ 2: export specialises a batch of 1 to a constant."""
 
     def grow(t: Any) -> Any:
@@ -101,7 +101,7 @@ def _batch_of_two(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     return tuple(pytree.tree_map(grow, list(args))), pytree.tree_map(grow, kwargs)
 
 
-def _dynamic_batch(model: nn.Module, args: tuple, kwargs: dict) -> Any:
+def dynamic_batch(model: nn.Module, args: tuple, kwargs: dict) -> Any:
     """Dimension 0 of every tensor input is the batch (``Dim.AUTO``: static if the model needs it)."""
     from torch.export import Dim
 
