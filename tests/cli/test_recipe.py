@@ -7,27 +7,7 @@ import pytest
 from compress import RecipeError
 from compress.cli import main
 from compress.recipe import load_recipe
-
-GOOD = """\
-name: tiny
-model:
-  source: compress.models:MnistCNN
-  kwargs: {width: 4}
-data:
-  source: mnist5k
-stages:
-  - train: {epochs: 1}
-  - quantize: {method: kl}
-  - export
-  - evaluate: {latency: false}
-  - report
-"""
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "r.yaml"
-    path.write_text(text)
-    return path
+from tests.cli.recipe_text import GOOD, write
 
 
 def error_of(tmp_path: Path, text: str, overrides: list[str] | None = None) -> str:

@@ -12,22 +12,7 @@ import pytest
 from compress import RecipeError
 from compress.cli import main
 from compress.recipe import STAGE_SCHEMAS, TOP_SCHEMA, load_recipe
-
-GOOD = """\
-name: tiny
-model:
-  source: compress.models:MnistCNN
-  kwargs: {width: 4}
-data:
-  source: mnist5k
-stages:
-  - train: {epochs: 1}
-  - quantize: {method: kl}
-  - export
-  - evaluate: {latency: false}
-  - report
-"""
-
+from tests.cli.recipe_text import GOOD
 
 LAUGHS = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9) if i else '1'}]\n" for i in range(9))
 

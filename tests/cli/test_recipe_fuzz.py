@@ -15,22 +15,10 @@ import pytest
 
 from compress.errors import CompressError, RecipeError
 from compress.recipe import load_recipe
+from tests.cli.recipe_text import GOOD
 
 RECIPES = sorted(Path(__file__).parents[2].joinpath("recipes").glob("*.yaml"))
-SMALL = """\
-name: tiny
-model:
-  source: compress.models:MnistCNN
-  kwargs: {width: 4}
-data:
-  source: mnist5k
-stages:
-  - train: {epochs: 1}
-  - quantize: {method: kl}
-  - export
-  - evaluate: {latency: false, threads: 2}
-  - report
-"""
+SMALL = GOOD.replace("{latency: false}", "{latency: false, threads: 2}")
 VALUES = [
     "", "null", "~", "-1", "0", "1", "2", "1e400", "-1e400", ".nan", ".inf", "1000000", "9" * 40, "true", "[1, 2]",
     "{a: 1}", "&a [*a]", "*undefined", "'x'", "\"\\x00\"", "²", "١", "ｱ", "compress.models:Nope", ":x", "x:",
