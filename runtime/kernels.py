@@ -48,13 +48,18 @@ def available_paths() -> list[str]:
     return list(_path_ids())
 
 
-def resolve_path(path: str | None = None) -> int:
-    """Path id for ``path``, else for $COMPRESS_RUNTIME_ISA, else the fastest available."""
+def path_name(path: str | None = None) -> str:
+    """The path the kernels use: ``path``, else $COMPRESS_RUNTIME_ISA, else the fastest available."""
     ids = _path_ids()
     name = path or os.environ.get(ISA_ENV) or next(reversed(ids))
     if name not in ids:
         raise InferenceError(f"instruction-set path {name!r} is not available here; choose from {list(ids)}")
-    return ids[name]
+    return name
+
+
+def resolve_path(path: str | None = None) -> int:
+    """Path id of :func:`path_name`."""
+    return _path_ids()[path_name(path)]
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,10 @@ three change what is fast and, for other engines, what is exact (DESIGN.md §3).
 
 from __future__ import annotations
 
-import os
 import platform
 from functools import cache
 
-from runtime.kernels import ISA_ENV, available_paths, resolve_path
+from runtime.kernels import path_name
 
 # /proc/cpuinfo flags that decide int8 arithmetic: VNNI accumulates u8×s8 products exactly in
 # int32; without it (plain AVX2 / AVX-512BW) engines that use vpmaddubsw saturate pair sums in int16.
@@ -48,13 +47,7 @@ def has_vnni() -> bool:
     return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(int8_features()))
 
 
-def runtime_path(path: str | None = None) -> str:
-    """The ISA path the runtime's kernels use: ``path``, else $COMPRESS_RUNTIME_ISA, else the fastest."""
-    resolve_path(path)  # validates the name (named error when unavailable)
-    return path or os.environ.get(ISA_ENV) or available_paths()[-1]
-
-
 def describe(path: str | None = None) -> str:
     """One line for tables and reports: CPU model, its int8 features, the runtime's path."""
     feats = ", ".join(int8_features()) or "no x86 int8 extensions"
-    return f"{cpu_model()} ({feats}); compress runtime path: {runtime_path(path)}"
+    return f"{cpu_model()} ({feats}); compress runtime path: {path_name(path)}"
