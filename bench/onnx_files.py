@@ -22,11 +22,17 @@ Weights are random (seed 0, no download), inputs standard normal; BatchNorm keep
 statistics.  Prints a markdown table.
 
     python bench/onnx_files.py [--models resnet18,mobilenet_v2] [--size 64] [--max-params 90e6] [--no-reference]
+                               [--results rows.jsonl] [--table]
+
+With ``--results`` the run is resumable: each model's row is appended to the file as one JSON
+line as soon as it is measured, and models already there (with the same reference setting) are
+skipped; ``--table`` prints the markdown table of the file's rows without measuring anything.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import tempfile
 import time
@@ -235,6 +241,33 @@ class Row:
     seconds: float
 
 
+def _to_json(value):
+    if isinstance(value, Agreement):
+        return {"identical": value.identical, "max_steps": value.max_steps}
+    if isinstance(value, tuple):
+        return {"layers": _to_json(value[0]), "compared": value[1], "quantized": value[2], "shapes": value[3]}
+    return value
+
+
+def _from_json(value):
+    if isinstance(value, dict) and "layers" in value:
+        return (_from_json(value["layers"]), value["compared"], value["quantized"], value["shapes"])
+    if isinstance(value, dict):
+        return Agreement(value["identical"], value["max_steps"])
+    return value
+
+
+def row_json(r: Row, with_reference: bool) -> str:
+    int8 = {k: {c: _to_json(v) for c, v in cells.items()} for k, cells in r.int8.items()}
+    record = {"model": r.model, "params_m": r.params_m, "fp32_rel": r.fp32_rel, "seconds": r.seconds}
+    return json.dumps({**record, "reference": with_reference, "int8": int8})
+
+
+def row_from_json(record: dict) -> Row:
+    int8 = {k: {c: _from_json(v) for c, v in cells.items()} for k, cells in record["int8"].items()}
+    return Row(record["model"], record["params_m"], record["fp32_rel"], int8, record["seconds"])
+
+
 def measure(name: str, size: int, folder: Path, with_reference: bool = True) -> Row:
 
     start = time.perf_counter()
@@ -298,19 +331,41 @@ def main() -> None:
     parser.add_argument(
         "--no-reference", action="store_true", help="skip onnx.reference (slow): fp32 and ORT comparisons only"
     )
+    parser.add_argument("--results", type=Path, help="JSON-lines file: append each row, skip models already in it")
+    parser.add_argument("--table", action="store_true", help="print the table of --results' rows and stop")
     args = parser.parse_args()
     from export.validate import probe_onnxruntime
 
+    with_reference = not args.no_reference
+    done: dict[str, dict] = {}
+    if args.results and args.results.exists():
+        for text in args.results.read_text().splitlines():
+            if text.strip():
+                record = json.loads(text)
+                done[record["model"]] = record
+    if args.table:
+        print(header(probe_onnxruntime().note(), args.size), flush=True)
+        for record in done.values():
+            print(table_row(row_from_json(record)) if "int8" in record else record["line"], flush=True)
+        return
     names = args.models.split(",") if args.models else classification_models(args.max_params)
     print(header(probe_onnxruntime().note(), args.size), flush=True)
     for name in names:
+        if name in done and (done[name].get("reference") or not with_reference):
+            print(table_row(row_from_json(done[name])) if "int8" in done[name] else done[name]["line"], flush=True)
+            continue
+        record = None
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                line = table_row(measure(name, args.size, Path(tmp), not args.no_reference))
+                row = measure(name, args.size, Path(tmp), with_reference)
+                line, record = table_row(row), row_json(row, with_reference)
             except runtime.InferenceError as exc:  # our runtime's failure: the row says so
                 line = f"| {name} | FAILED in our runtime: {' '.join(str(exc).split())[:200]} |"
             except Exception as exc:  # torch.onnx or ORT could not produce the file
                 line = f"| {name} | no file: {type(exc).__name__}: {str(exc).splitlines()[0][:120]} |"
+        if args.results:
+            with args.results.open("a") as f:
+                f.write((record or json.dumps({"model": name, "reference": True, "line": line})) + "\n")
         print(line, flush=True)
 
 
