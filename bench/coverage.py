@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import os
 import platform
 import sys
@@ -161,8 +162,13 @@ def ort_peer(model, calib: dict, test: dict, tmp: Path) -> str:
         return f"fail ({type(exc).__name__})"
 
 
-def run_one(name: str, fmt_rows: list[list[str]]) -> None:
+COLUMNS = ("model", "params M", "quantize s", "QDQ: ORT same", "QDQ: runtime same", "QOp: ORT same",
+           "QOp: runtime same", "cosine int8/fp32", "ORT quantize_static peer")
+
+
+def run_one(name: str, fmt_rows: list[list[str]], results: Path | None = None) -> None:
     torch.manual_seed(0)
+    started = time.perf_counter()
     is_hf = name in HF
     row = [name]
     try:
@@ -198,6 +204,21 @@ def run_one(name: str, fmt_rows: list[list[str]]) -> None:
         traceback.print_exc(file=sys.stderr)
     fmt_rows.append(row)
     print("| " + " | ".join(row) + " |", flush=True)
+    if results is not None:  # one JSON line per model, appended as soon as it is known (resumable runs)
+        with results.open("a") as f:
+            f.write(json.dumps({"model": name, "row": row, "total_s": round(time.perf_counter() - started, 1)}) + "\n")
+
+
+def done_models(results: Path) -> dict[str, list[str]]:
+    """Rows already in a results file (a run killed mid-model leaves no line for it)."""
+    if not results.exists():
+        return {}
+    out = {}
+    for line in results.read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            out[rec["model"]] = rec["row"]
+    return out
 
 
 def time_quantize(names: list[str]) -> None:
@@ -230,11 +251,14 @@ def all_models() -> list[str]:
 
     names = []
     for name in torchvision.models.list_models(module=torchvision.models):
-        with torch.device("meta"):
+        try:
+            with torch.device("meta"):  # no memory, no init time
+                n = sum(p.numel() for p in torchvision.models.get_model(name, num_classes=10).parameters())
+        except NotImplementedError:  # a builder that computes widths with torch ops (regnet): on the CPU
             n = sum(p.numel() for p in torchvision.models.get_model(name, num_classes=10).parameters())
         if n <= MAX_PARAMS:
-            names.append(name)
-    return names + list(SEGMENTATION) + list(HF)
+            names.append((n, name))
+    return [name for _, name in sorted(names)] + list(SEGMENTATION) + list(HF)  # smallest first
 
 
 def main() -> None:
@@ -242,17 +266,23 @@ def main() -> None:
     ap.add_argument("--models", help="comma-separated names (torchvision names, bert, distilbert, gpt2, vit, minilm)")
     ap.add_argument("--quick", action="store_true", help="a representative handful")
     ap.add_argument("--timing", action="store_true", help="also time quantize for resnet50 and a BERT-base")
+    ap.add_argument("--results", type=Path, help="JSON-lines file: one line appended per model; models already in "
+                    "it are skipped (resume), their rows printed")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     names = args.models.split(",") if args.models else list(QUICK) if args.quick else all_models()
     print(f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}\n")
-    print("| model | params M | quantize s | QDQ: ORT same | QDQ: runtime same | QOp: ORT same | QOp: runtime same "
-          "| cosine int8/fp32 | ORT quantize_static peer |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| " + " | ".join(COLUMNS) + " |")
+    print("|" + "---|" * len(COLUMNS))
     rows: list[list[str]] = []
+    done = done_models(args.results) if args.results else {}
     for name in names:
-        run_one(name, rows)
+        if name in done:
+            rows.append(done[name])
+            print("| " + " | ".join(done[name]) + " |", flush=True)
+            continue
+        run_one(name, rows, args.results)
     ok = sum(1 for r in rows if len(r) > 3 and not r[-1].startswith("FAIL"))
     print(f"\n{ok} of {len(rows)} models through quantize → export → checker → ORT")
     if args.timing:
