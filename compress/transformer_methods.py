@@ -25,12 +25,13 @@ def _copy(model: nn.Module) -> nn.Module:
 
 
 @translate_errors
-def quantize_dynamic(model: nn.Module, *, skip: Iterable[str] = ()) -> nn.Module:
-    """int8 weights per output channel, uint8 activations quantized per tensor at run time
-    (ONNX DynamicQuantizeLinear); no calibration data.  Export with :func:`export_dynamic`."""
+def quantize_dynamic(model: nn.Module, *, skip: Iterable[str] = (), granularity: str = "per_tensor") -> nn.Module:
+    """int8 weights per output channel, uint8 activations quantized at run time, per tensor
+    (ONNX DynamicQuantizeLinear, what ONNX Runtime fuses) or ``granularity="per_token"`` (one
+    scale and zero point per row); no calibration data.  Export with :func:`export_dynamic`."""
     from quant.dynamic import quantize_dynamic as convert
 
-    return convert(_copy(model), skip=skip)
+    return convert(_copy(model), skip=skip, granularity=granularity)
 
 
 @translate_errors

@@ -113,3 +113,53 @@ def test_recurrent_layers_are_named_when_left_float():
     model = nn.Sequential(nn.LSTM(8, 8), )
     with pytest.warns(UserWarning, match="recurrent"), pytest.raises(compress.QuantizationError, match="no Linear"):
         compress.quantize_dynamic(model)
+
+
+def _per_token_reference(x: np.ndarray, qw: np.ndarray, ws: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """DynamicQuantizeLinear's formulas applied to each row (last axis) separately, in numpy."""
+    lo = np.minimum(x.min(-1, keepdims=True), 0).astype(np.float32)
+    hi = np.maximum(x.max(-1, keepdims=True), 0).astype(np.float32)
+    s = ((hi - lo) / np.float32(255)).astype(np.float32)
+    s = np.where(s > 0, s, np.float32(1)).astype(np.float32)
+    z = np.clip(np.rint(-lo / s), 0, 255).astype(np.float32)
+    q = np.clip(np.rint(x / s) + z, 0, 255)
+    acc = (q.astype(np.int64) - z.astype(np.int64)) @ qw.astype(np.int64).T
+    return (acc.astype(np.float32) * (s * ws).astype(np.float32) + b).astype(np.float32)
+
+
+def test_per_token_module_is_per_row_dynamic_quantization():
+    torch.manual_seed(2)
+    lin = nn.Linear(40, 24)
+    m = DynamicLinear(lin.weight, lin.bias, granularity="per_token")
+    x = torch.randn(3, 6, 40) * torch.linspace(0.1, 20, 6)[:, None]  # rows of very different ranges
+    x[1, 2] = 0.0  # a zero row gets scale 1
+    ref = _per_token_reference(x.numpy(), m.qweight.numpy(), m.weight_scale.numpy(), lin.bias.detach().numpy())
+    assert np.array_equal(m(x).detach().numpy(), ref)
+    with torch.no_grad():  # on the small rows, per-row grids beat one grid sized for the largest
+        tensor_err = (DynamicLinear(lin.weight, lin.bias)(x) - lin(x))[:, 0].abs().mean()
+        row_err = (m(x) - lin(x))[:, 0].abs().mean()
+    assert float(row_err) < 0.5 * float(tensor_err)
+    with pytest.raises(compress.QuantizationError, match="granularity"):
+        compress.quantize_dynamic(MLP(), granularity="per_channel")
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+def test_per_token_export_runs_identically_in_both_runtimes(tmp_path, opset):
+    torch.manual_seed(3)
+    model = MLP().eval()
+    q = compress.quantize_dynamic(model, granularity="per_token")
+    x = torch.randn(2, 5, 48) * torch.linspace(0.2, 8, 5)[:, None]
+    x[0, 1] = 0.0
+    path = compress.export_dynamic(q, tmp_path / "dyn_token.onnx", (x,), opset=opset,
+                                   dynamic_axes={"input": {0: "b", 1: "t"}})
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert {"ReduceMin", "ReduceMax", "MatMulInteger"} <= ops and "DynamicQuantizeLinear" not in ops
+    with torch.no_grad():
+        sim = q(x).numpy()
+    ours = runtime.InferenceSession(str(path), threads=1).run(None, {"input": x.numpy()})[0]
+    np.testing.assert_allclose(ours, sim, rtol=1e-6, atol=1e-6)
+    ort = pytest.importorskip("onnxruntime")
+    theirs = ort.InferenceSession(str(path)).run(None, {"input": x.numpy()})[0]
+    np.testing.assert_allclose(theirs, sim, rtol=1e-5, atol=1e-5)
