@@ -26,8 +26,10 @@ def _log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
 def softmax(node, graph, opts):
     def run(x):
         v, axis, shape = _softmax_axes(node, graph, x)
-        e = np.exp(v - v.max(axis=axis, keepdims=True))
-        return [(e / e.sum(axis=axis, keepdims=True)).astype(x.dtype).reshape(shape)]
+        e = np.subtract(v, v.max(axis=axis, keepdims=True))  # one new tensor, then in place
+        np.exp(e, out=e)
+        e /= e.sum(axis=axis, keepdims=True)
+        return [e.astype(x.dtype, copy=False).reshape(shape)]
 
     return run
 
@@ -62,12 +64,19 @@ def layer_normalization(node, graph, opts):
 
     def run(x, scale, bias=None):
         axes = tuple(range(axis % x.ndim, x.ndim))
-        xs = x.astype(stash)
+        xs = x.astype(stash, copy=False)
         mean = xs.mean(axis=axes, keepdims=True)
-        inv = 1 / np.sqrt(((xs - mean) ** 2).mean(axis=axes, keepdims=True) + stash(eps))
-        y = ((xs - mean) * inv).astype(x.dtype) * scale
-        y = y if bias is None else y + bias
-        return [y.astype(x.dtype), mean.astype(stash), inv.astype(stash)]
+        d = xs - mean  # the one full-size temporary: squared, normalised and scaled in place
+        inv = np.square(d).mean(axis=axes, keepdims=True)
+        inv += stash(eps)
+        np.sqrt(inv, out=inv)
+        np.reciprocal(inv, out=inv)
+        d *= inv
+        y = d.astype(x.dtype, copy=False)
+        y *= scale
+        if bias is not None:
+            y += bias
+        return [y, mean, inv]
 
     return run
 

@@ -194,3 +194,36 @@ def test_qlinear_softmax_is_the_quantized_float_softmax_and_close_to_ort():
     np.testing.assert_array_equal(ours, want)
     theirs = ort_session(model).run(None, {"x": x})[0]  # ORT's table-driven kernel rounds its own way
     assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("elem", [TensorProto.FLOAT, TensorProto.DOUBLE])
+def test_erf_is_within_a_few_ulp_of_the_exact_value_everywhere(elem):
+    """Erf (GELU's core) runs in float32 arithmetic: within 8 ulp of libm's erf over the whole
+    range, relative error included near 0 (where 1 - poly * exp(-x^2) loses every digit);
+    float64 is exact.  NaN stays NaN, +-inf give +-1."""
+    import math
+
+    dtype = np.float32 if elem == TensorProto.FLOAT else np.float64
+    x = np.concatenate(
+        [np.linspace(-6, 6, 200_001), 10.0 ** np.arange(-30, 0.5, 0.25), -(10.0 ** np.arange(-30, 0.5, 0.25))]
+    ).astype(dtype)
+    x = np.concatenate([x, np.array([0.0, -0.0, np.inf, -np.inf, np.nan], dtype)])
+    y = InferenceSession(_single(helper.make_node("Erf", ["x"], ["y"]), x, None, elem=elem), threads=1).run(
+        None, {"x": x}
+    )[0]
+    assert y.dtype == dtype
+    exact = np.array([math.erf(v) for v in x.astype(np.float64)])
+    finite = ~np.isnan(exact)
+    ulp = np.spacing(np.abs(exact[finite]).astype(dtype)).astype(np.float64)
+    ulps = np.abs(y[finite].astype(np.float64) - exact[finite]) / np.maximum(ulp, np.finfo(dtype).smallest_subnormal)
+    assert ulps.max() <= (8 if dtype == np.float32 else 0)
+    assert np.isnan(y[-1]) and y[-3] == 1 and y[-2] == -1 and np.signbit(y[-4])
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_stays_in_float32_and_matches_the_reference(approximate):
+    x = (RNG.standard_normal((4, 257)) * 4).astype(np.float32)
+    node = helper.make_node("Gelu", ["x"], ["y"], approximate=approximate)
+    ours, ref = _both(_single(node, x, None, opset=20), {"x": x})
+    assert ours[0].dtype == np.float32
+    np.testing.assert_allclose(ours[0], ref[0], rtol=1e-6, atol=1e-6)
