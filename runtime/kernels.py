@@ -6,7 +6,7 @@ and resolves the instruction-set path: the fastest one this CPU offers, unless t
 is how tests compare the portable, AVX2, AVX-512 VNNI and AMX paths bit for bit.
 
 The C entry points validate every size themselves (overflow-checked, with explicit limits) and
-raise ValueError/OverflowError/MemoryError; ``_call`` turns those into the runtime's
+raise ValueError/OverflowError/MemoryError; ``call`` turns those into the runtime's
 InferenceError naming the kernel, so a bad size never escapes as an anonymous exception.
 """
 
@@ -27,7 +27,7 @@ PackedWeights = _kernels.PackedWeights
 ISA_ENV = "COMPRESS_RUNTIME_ISA"
 
 
-def _call(kernel: Callable[..., object], *args: object) -> object:
+def call(kernel: Callable[..., object], *args: object) -> object:
     """kernel(*args), with the extension's argument errors as InferenceError."""
     try:
         return kernel(*args)
@@ -98,7 +98,7 @@ def pack_weights(w: np.ndarray) -> PackedWeights:
     if w.dtype != np.int8 or w.ndim != 2:
         raise InferenceError(f"pack_weights expects a 2-D int8 array, got {w.dtype} {w.shape}")
     n, k = w.shape
-    return _call(_kernels.pack_weights, np.ascontiguousarray(w), n, k)
+    return call(_kernels.pack_weights, np.ascontiguousarray(w), n, k)
 
 
 def _u8(x: np.ndarray, what: str) -> np.ndarray:
@@ -115,7 +115,7 @@ def gemm(
     if a.ndim != 2 or a.shape[1] != packed.k:
         raise InferenceError(f"gemm input {a.shape} does not match packed weights K={packed.k}")
     out = stage.empty((a.shape[0], packed.n))
-    _call(_kernels.qgemm, a, a.shape[0], packed.k, packed, *stage.args(), packed.n, out, threads, resolve_path(path))
+    call(_kernels.qgemm, a, a.shape[0], packed.k, packed, *stage.args(), packed.n, out, threads, resolve_path(path))
     return out
 
 
@@ -154,7 +154,7 @@ def conv_nhwc(
     oh, ow = geom.output_hw(h, w)
     out = stage.empty((b, max(oh, 0), max(ow, 0), packed.n))
     bias, mult, zy, lo, hi = stage.args()
-    _call(
+    call(
         _kernels.qconv,
         x,
         b,
@@ -195,7 +195,7 @@ def depthwise_nhwc(
     oh, ow = geom.output_hw(h, w)
     out = stage.empty((b, max(oh, 0), max(ow, 0), c))
     bias, mult, zy, lo, hi = stage.args()
-    _call(
+    call(
         _kernels.qdepthwise,
         x,
         b,
@@ -248,7 +248,7 @@ def qadd(a: np.ndarray, b: np.ndarray, params: AddParams, path: str | None = Non
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     out = np.empty(shape, a.dtype)
     p = params
-    _call(
+    call(
         _kernels.qadd,
         a,
         b,
@@ -273,7 +273,7 @@ def maxpool_nhwc(x: np.ndarray, geom: ConvGeometry, threads: int = 1) -> np.ndar
     b, h, w, c = x.shape
     oh, ow = geom.output_hw(h, w)
     out = np.empty((b, max(oh, 0), max(ow, 0), c), x.dtype)
-    _call(_kernels.maxpool, x, b, h, w, c, *geom.args(), out, int(x.dtype == np.int8), threads)
+    call(_kernels.maxpool, x, b, h, w, c, *geom.args(), out, int(x.dtype == np.int8), threads)
     return out
 
 
@@ -287,7 +287,7 @@ def peak_gops(path: str, seconds: float = 0.3) -> float:
     iterations = 1 << 16
     while iterations < 1 << 40:  # calibrate: one round should last about seconds / 3
         start = time.thread_time()
-        _call(_kernels.peak, pid, iterations)
+        call(_kernels.peak, pid, iterations)
         if time.thread_time() - start >= seconds / 3:
             break
         iterations *= 2

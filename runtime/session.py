@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from runtime import ops
+from runtime import kernels, ops
 from runtime.errors import InferenceError
 from runtime.graph import Graph, ValueInfo
 from runtime.loader import load_model
@@ -71,7 +71,8 @@ class InferenceSession:
             raise InferenceError(f"{graph.source}: optimising the graph ran out of memory ({exc!r})") from exc
         except Exception as exc:  # a pass evaluating a malformed constant subgraph
             raise InferenceError(f"{graph.source}: optimising the graph failed: {type(exc).__name__}: {exc}") from exc
-        self._opts = ops.RunOptions(threads=threads, isa=isa)
+        # The instruction-set path is resolved once ($COMPRESS_RUNTIME_ISA read at load, not per kernel call).
+        self._opts = ops.RunOptions(threads=threads, isa=kernels.path_name(isa))
         self._kernels = []
         for node in self._graph.nodes:
             try:
@@ -83,6 +84,31 @@ class InferenceSession:
                     f"{self._graph.source}: cannot prepare {node.describe()}: {exc}"
                 ) from exc
         self._last_use = self._plan_frees()
+        self._plan_slots()
+
+    def _plan_slots(self) -> None:
+        """Numbers every tensor once, so a run indexes a list instead of a dict per node: slot 0
+        is always None (omitted inputs), slot 1 takes outputs nobody names, then the constants
+        (filled once, in ``_template``), the inputs and every node output."""
+        index: dict[str, int] = {}
+
+        def slot(name: str) -> int:
+            return index.setdefault(name, len(index) + 2) if name else 0
+
+        for name in self._graph.constants:
+            slot(name)
+        self._input_slots = [(info, slot(info.name)) for info in self._graph.inputs]
+        self._steps = []
+        for node, frees in zip(self._graph.nodes, self._last_use, strict=True):
+            ins = tuple(slot(name) for name in node.inputs)
+            outs = tuple(slot(name) if name else 1 for name in node.outputs)
+            self._steps.append((node, ins, outs, tuple(index[name] for name in frees)))
+        for name in self._graph.output_names():
+            slot(name)
+        self._slots = index
+        self._template: list[np.ndarray | None] = [None] * (len(index) + 2)
+        for name, value in self._graph.constants.items():
+            self._template[index[name]] = value
 
     def _plan_frees(self) -> list[list[str]]:
         """Per node, the intermediate tensors it reads for the last time (freed after it)."""
@@ -110,7 +136,8 @@ class InferenceSession:
         return self._graph
 
     def _feed(self, input_feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        values: dict[str, np.ndarray] = dict(self._graph.constants)
+        """The graph's inputs, checked against their declared type and shape, in graph order."""
+        values: dict[str, np.ndarray] = {}
         for info in self._graph.inputs:
             if info.name not in input_feed:
                 raise InferenceError(f"{self._graph.source}: missing input {info.name!r}")
@@ -131,8 +158,8 @@ class InferenceSession:
                     f"the model declares {info.shape}"
                 )
             values[info.name] = x
-        unknown = set(input_feed) - {i.name for i in self._graph.inputs}
-        if unknown:
+        if len(input_feed) != len(values):
+            unknown = set(input_feed) - set(values)
             raise InferenceError(f"{self._graph.source}: unknown inputs {sorted(unknown)}")
         return values
 
@@ -147,20 +174,24 @@ class InferenceSession:
         declared = self._graph.output_names()
         if missing := [n for n in names if n not in declared]:
             raise InferenceError(f"{self._graph.source}: {missing} are not outputs of the model")
-        values = self._feed(input_feed)
-        self._check_shapes({i.name: values[i.name] for i in self._graph.inputs})
-        for node, compute, frees in zip(self._graph.nodes, self._kernels, self._last_use, strict=True):
+        feeds = self._feed(input_feed)
+        self._check_shapes(feeds)
+        values = self._template.copy()
+        for info, idx in self._input_slots:
+            values[idx] = feeds[info.name]
+        source = self._graph.source
+        for compute, (node, ins, outs, frees) in zip(self._kernels, self._steps, strict=True):
             try:
-                results = compute(*[values[i] if i else None for i in node.inputs])
+                results = compute(*[values[i] for i in ins])
             except InferenceError:
                 raise
             except Exception as exc:
-                raise InferenceError(f"{self._graph.source}: {node.describe()} failed: {exc}") from exc
-            for name, value in zip(node.outputs, results, strict=False):
-                if name:
-                    values[name] = value
-            for name in frees:
-                values.pop(name, None)
-        if absent := [n for n in names if n not in values]:
+                raise InferenceError(f"{source}: {node.describe()} failed: {exc}") from exc
+            for idx, value in zip(outs, results, strict=False):
+                values[idx] = value
+            for idx in frees:
+                values[idx] = None
+        slots = self._slots
+        if absent := [n for n in names if values[slots[n]] is None]:
             raise InferenceError(f"{self._graph.source}: outputs {absent} were not produced")
-        return [values[n] for n in names]
+        return [values[slots[n]] for n in names]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime import kernels
+from runtime import _kernels, kernels
 from runtime.errors import InferenceError
 from runtime.ops import qlinear_reference
 from runtime.ops.conv_geometry import conv_geometry
@@ -27,6 +27,8 @@ class QConv:
             raise InferenceError(f"{where}: only 2-D convolutions are supported (weight shape {w.shape})")
         self.where, self.opts, self.attrs = where, opts, node.attrs
         self.geometries: dict[tuple[int, int], kernels.ConvGeometry] = {}  # per input size, made once
+        # Per input shape, the whole C call but the input and output arrays (see run()).
+        self.plans: dict[tuple[int, ...], tuple] = {}
         self.channels_last = bool(node.attrs.get("channels_last", 0))
         self.group = int(node.attrs.get("group", 1))
         cout, cin_g, kh, kw = w.shape
@@ -60,6 +62,40 @@ class QConv:
                 )
             )
 
+    def run(self, x: np.ndarray, *_: object) -> list[np.ndarray]:
+        """The node's compute: a channels-last uint8 input of a shape seen before goes straight to
+        the C kernel with every other argument prepared (the kernel still checks every size);
+        anything else takes the general path (__call__), which makes the plan."""
+        plan = self.plans.get(x.shape) if x.dtype == np.uint8 and x.flags.c_contiguous else None
+        if plan is None:
+            return [self(x)]
+        fn, head, tail, out_shape, out_dtype = plan
+        out = np.empty(out_shape, out_dtype)
+        try:
+            fn(x, *head, out, *tail)
+        except (ValueError, OverflowError, TypeError) as exc:
+            raise InferenceError(f"{self.where}: kernel {fn.__name__}: {exc}") from exc
+        except MemoryError as exc:
+            raise InferenceError(f"{self.where}: kernel {fn.__name__}: out of memory") from exc
+        return [out]
+
+    def _plan(self, shape: tuple[int, ...], geom: kernels.ConvGeometry) -> None:
+        """Prepares run()'s call for a channels-last input of this shape (one group only)."""
+        if not self.channels_last or (not self.depthwise and len(self.groups) != 1):
+            return
+        t, pid = self.opts.threads, kernels.resolve_path(self.opts.isa)
+        b, h, w, c = shape
+        oh, ow = geom.output_hw(h, w)
+        if self.depthwise:
+            fn, weights, stage, n = _kernels.qdepthwise, self.dw_weights, self.stage, c
+        else:
+            (weights, stage), n = self.groups[0], self.groups[0][0].n
+            fn = _kernels.qconv
+        bias, mult, zy, lo, hi = stage.args()
+        head = (b, h, w, c, weights, *geom.args(), self.zx, bias, mult, zy, lo, hi)
+        out_shape = (b, max(oh, 0), max(ow, 0), n)
+        self.plans[shape] = (fn, head, (t, pid), out_shape, stage.empty((0,)).dtype)
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if x.ndim != 4:
             raise InferenceError(f"{self.where}: expected a 4-D input, got shape {x.shape}")
@@ -71,6 +107,8 @@ class QConv:
         geom = self.geometries.get(x.shape[1:3])
         if geom is None:
             geom = self.geometries[x.shape[1:3]] = conv_geometry(self.attrs, self.kernel, x.shape[1:3], self.where)
+        if x.shape not in self.plans:
+            self._plan(x.shape, geom)
         t, isa = self.opts.threads, self.opts.isa
         if self.depthwise:
             y = kernels.depthwise_nhwc(x, self.dw_weights, geom, self.zx, self.stage, t, isa)
@@ -97,7 +135,7 @@ def qlinear_conv(node, graph, opts):
     mult = requant_multiplier(xs, ws, ys, w.shape[0])
     lo, hi = clamp_bounds(ys, yz, node.attrs.get("fused_min"), node.attrs.get("fused_max"))
     conv = QConv(node, graph, opts, w, wz, xz, bias, mult, int(_scalar(yz)), lo, hi, yz.dtype)
-    return lambda x, *_: [conv(x)]
+    return conv.run
 
 
 @register("ConvInteger")
@@ -111,4 +149,4 @@ def conv_integer(node, graph, opts):
     if w is None or xz is None or (inputs[3] and wz is None):
         raise InferenceError(f"{graph.source}: {node.describe()} needs constant weights and zero points")
     conv = QConv(node, graph, opts, w, wz, np.asarray(xz), None, None, 0, 0, 0, np.int32)
-    return lambda x, *_: [conv(x)]
+    return conv.run
