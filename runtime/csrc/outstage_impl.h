@@ -7,7 +7,12 @@
  * convert, multiply, clamp to [lo - zy, hi - zy] (both integers), then round half to even
  * with the 1.5 * 2^23 trick -- exact for |f| < 2^22 in the default rounding mode, and the
  * clamped value is within +-510 -- so the final conversion to int32 is exact.
- * Define OUTPUT_NAME before including. */
+ * Define OUTPUT_NAME before including.
+ *
+ * Units built with AVX-512 also get outstage_zmm: the same steps in the same order on 16
+ * accumulators still in a register (the VNNI micro-kernel requantizes its tile from registers
+ * instead of storing and reloading an int32 tile); every step is the same IEEE single
+ * operation as in the loop below, so the bytes are identical. */
 #include <stdint.h>
 
 #include "qgemm.h"
@@ -38,3 +43,21 @@ void OUTPUT_NAME(const int32_t *c, int64_t ldc, int64_t rows, int64_t cols, int6
         }
     }
 }
+
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#include <immintrin.h>
+
+/* The loop's body on 16 columns held in acc: lanes outside mask are neither read (bias,
+ * multiplier) nor stored.  flo/fhi/zy/magic are the stage's constants broadcast. */
+static inline __attribute__((always_inline)) void outstage_zmm(__m512i acc, const int32_t *bias, const float *mult,
+                                                               __mmask16 mask, __m512 flo, __m512 fhi, __m512i zy,
+                                                               uint8_t *out) {
+    const __m512 magic = _mm512_set1_ps(12582912.0f); /* 1.5 * 2^23 */
+    const __m512i v = _mm512_add_epi32(acc, _mm512_maskz_loadu_epi32(mask, bias));
+    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_maskz_loadu_ps(mask, mult));
+    f = _mm512_max_ps(f, flo); /* f < flo ? flo : f (equal values are equal) */
+    f = _mm512_min_ps(f, fhi); /* f > fhi ? fhi : f */
+    f = _mm512_sub_ps(_mm512_add_ps(f, magic), magic);
+    _mm512_mask_cvtepi32_storeu_epi8(out, mask, _mm512_add_epi32(_mm512_cvttps_epi32(f), zy));
+}
+#endif

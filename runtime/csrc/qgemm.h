@@ -66,6 +66,12 @@ typedef void (*output_fn)(const int32_t *c, int64_t ldc, int64_t rows, int64_t c
 typedef void (*ukernel_fn)(const void *a, int64_t lda, const void *b, int64_t bstride, int64_t kd, int rows, int nb,
                            int32_t *c);
 
+/* Micro-kernel with the output stage fused (optional, used when the stage requantizes): the same
+ * product, requantized straight from the accumulator registers into output rows row0.. and
+ * columns col0 .. col0 + cols - 1 (cols <= nb * 16) of os->out, with no int32 tile in between. */
+typedef void (*ukernel_out_fn)(const void *a, int64_t lda, const void *b, int64_t bstride, int64_t kd, int rows,
+                               int nb, int64_t cols, int64_t row0, int64_t col0, const out_stage *os);
+
 struct qgemm_isa;
 
 /* Whole-block kernel for paths that do not fit the micro-kernel loop (AMX's tile state); abuf is
@@ -78,6 +84,7 @@ typedef struct qgemm_isa {
     int a16, b16;     /* operands widened to int16 (A by the driver, B in packed_b.data16) */
     int kalign;       /* the micro-kernel's depth step: it runs kd = k rounded up to this */
     ukernel_fn kernel;
+    ukernel_out_fn kernel_out; /* NULL: kernel, then output on the int32 tile */
     block_fn block;   /* NULL: the driver's micro-kernel loop */
     output_fn output; /* the output stage built for this instruction set */
     /* Runs a register-only loop of this path's multiply-accumulate instructions in the

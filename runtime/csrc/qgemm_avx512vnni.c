@@ -51,7 +51,43 @@
         }                                                                                                    \
         ROW_STORE(0) ROW_STORE(1) ROW_STORE(2) ROW_STORE(3) ROW_STORE(4) ROW_STORE(5)                        \
     }
-#define TILES(MR) TILE(MR, 1) TILE(MR, 2) TILE(MR, 3) TILE(MR, 4)
+#define ROW_OUT(i)                                                                                     \
+    if (MR_ > i) {                                                                                      \
+        uint8_t *o = out + i * ldo;                                                                     \
+        const int32_t *t = c + i * QGEMM_NR_MAX;                                                        \
+        outstage_zmm(_mm512_load_si512(t), bias, mult, m0, flo, fhi, zy, o);                            \
+        if (NB_ > 1) outstage_zmm(_mm512_load_si512(t + 16), bias + 16, mult + 16, m1, flo, fhi, zy, o + 16); \
+        if (NB_ > 2) outstage_zmm(_mm512_load_si512(t + 32), bias + 32, mult + 32, m2, flo, fhi, zy, o + 32); \
+        if (NB_ > 3) outstage_zmm(_mm512_load_si512(t + 48), bias + 48, mult + 48, m3, flo, fhi, zy, o + 48); \
+    }
+
+static inline __mmask16 cols_mask(int64_t cols, int block) {
+    const int64_t left = cols - 16 * block;
+    return left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+}
+
+/* Requantizes the tile_MR_NB's int32 tile c while it is still in L1, 16 columns per step,
+ * masked to the tile's columns.  (Requantizing the named accumulators in the tile function
+ * itself makes GCC spill all 24 of them inside the depth loop.) */
+#define TILE_OUT(MR, NB)                                                                                       \
+    static void tile_out_##MR##_##NB(const uint8_t *a, int64_t lda, const int8_t *b, int64_t bstride,         \
+                                     int64_t kd, int64_t cols, int64_t row0, int64_t col0,                    \
+                                     const out_stage *os) {                                                   \
+        enum { MR_ = MR, NB_ = NB };                                                                         \
+        int32_t c[VNNI_MR * QGEMM_NR_MAX] __attribute__((aligned(64)));                                      \
+        tile_##MR##_##NB(a, lda, b, bstride, kd, c);                                                         \
+        const int64_t ldo = os->ldo;                                                                         \
+        uint8_t *out = (uint8_t *)os->out + row0 * ldo + col0;                                               \
+        const int32_t *bias = os->bias + col0;                                                               \
+        const float *mult = os->mult + col0;                                                                 \
+        const __mmask16 m0 = cols_mask(cols, 0), m1 = cols_mask(cols, 1), m2 = cols_mask(cols, 2),           \
+                        m3 = cols_mask(cols, 3);                                                             \
+        const __m512 flo = _mm512_set1_ps(os->flo), fhi = _mm512_set1_ps(os->fhi);                           \
+        const __m512i zy = _mm512_set1_epi32(os->zy);                                                        \
+        ROW_OUT(0) ROW_OUT(1) ROW_OUT(2) ROW_OUT(3) ROW_OUT(4) ROW_OUT(5)                                    \
+    }
+#define TILES(MR) TILE(MR, 1) TILE(MR, 2) TILE(MR, 3) TILE(MR, 4) \
+    TILE_OUT(MR, 1) TILE_OUT(MR, 2) TILE_OUT(MR, 3) TILE_OUT(MR, 4)
 TILES(1)
 TILES(2)
 TILES(3)
@@ -66,6 +102,16 @@ static const tile_fn tiles[VNNI_MR][VNNI_NB] = {ROW(1), ROW(2), ROW(3), ROW(4), 
 static void kernel(const void *a, int64_t lda, const void *b, int64_t bstride, int64_t kd, int rows, int nb,
                    int32_t *c) {
     tiles[rows - 1][nb - 1](a, lda, b, bstride, kd, c);
+}
+
+typedef void (*tile_out_fn)(const uint8_t *, int64_t, const int8_t *, int64_t, int64_t, int64_t, int64_t, int64_t,
+                            const out_stage *);
+#define ROW_O(MR) {tile_out_##MR##_1, tile_out_##MR##_2, tile_out_##MR##_3, tile_out_##MR##_4}
+static const tile_out_fn tiles_out[VNNI_MR][VNNI_NB] = {ROW_O(1), ROW_O(2), ROW_O(3), ROW_O(4), ROW_O(5), ROW_O(6)};
+
+static void kernel_out(const void *a, int64_t lda, const void *b, int64_t bstride, int64_t kd, int rows, int nb,
+                       int64_t cols, int64_t row0, int64_t col0, const out_stage *os) {
+    tiles_out[rows - 1][nb - 1](a, lda, b, bstride, kd, cols, row0, col0, os);
 }
 
 /* The instruction mix of the 6x64 tile's inner step -- 24 independent vpdpbusd -- on
@@ -101,6 +147,7 @@ const qgemm_isa qgemm_isa_avx512vnni = {
     .nb = VNNI_NB,
     .kalign = 4,
     .kernel = kernel,
+    .kernel_out = kernel_out,
     .output = qgemm_output_avx512,
     .peak = peak,
 };

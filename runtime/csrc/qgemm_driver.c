@@ -62,6 +62,7 @@ static void block_tiles(const qgemm_isa *isa, const packed_b *b, const void *abu
     const int64_t bstride = b->kp * QGEMM_NBLOCK; /* elements per 16-column block, either layout */
     const size_t a_elem = isa->a16 ? 2 : 1, b_elem = isa->b16 ? 2 : 1;
     const char *bdata = isa->b16 ? (const char *)b->data16 : (const char *)b->data;
+    const int fused = isa->kernel_out != NULL && os->mult != NULL;
     for (int64_t jb = nb0; jb < nb1; jb += isa->nb) {
         const int nb = nb1 - jb < isa->nb ? (int)(nb1 - jb) : isa->nb;
         const int64_t col0 = jb * QGEMM_NBLOCK;
@@ -69,6 +70,11 @@ static void block_tiles(const qgemm_isa *isa, const packed_b *b, const void *abu
         const char *panel = bdata + (size_t)(jb * bstride) * b_elem;
         for (int64_t i = 0; i < rows; i += isa->mr) {
             const int r = rows - i < isa->mr ? (int)(rows - i) : isa->mr;
+            if (fused) {
+                isa->kernel_out((const char *)abuf + (size_t)(i * lda) * a_elem, lda, panel, bstride, kd, r, nb, cols,
+                                m0 + i, col0, os);
+                continue;
+            }
             isa->kernel((const char *)abuf + (size_t)(i * lda) * a_elem, lda, panel, bstride, kd, r, nb, tile);
             isa->output(tile, QGEMM_NR_MAX, r, cols, m0 + i, col0, os);
         }
