@@ -4,13 +4,77 @@
  * (depthwise_pack) sums x_t * w_t + x_t+1 * w_t+1 exactly in int32.  One accumulator then holds
  * channels {0-7, 16-23}, the other {8-15, 24-31}; vshufi64x2 restores the order once per step.
  * Padded taps read a row of zx and the bias holds -zx * sum(w) (depthwise_run).  Masked loads
- * and stores handle a channel tail.  Then the one output stage (its AVX-512 build) once per
- * output row. */
+ * and stores handle a channel tail.  Requantizing outputs of windows up to FUSED_TAPS_MAX taps
+ * take rows_fused (the output stage from registers); others (and int32 outputs) the one output
+ * stage (its AVX-512 build) once per output row. */
 #include <immintrin.h>
 
 #include "conv.h"
 
+#include "outstage_impl.h" /* outstage_zmm only: the one output stage on 16 lanes */
+
+/* Windows of at most this many taps take the fused kernel below. */
+#define FUSED_TAPS_MAX 25
+
+/* The same sums with the output stage fused: per output pixel, each 32-channel step is
+ * requantized from its accumulators and stored as bytes (no int32 row).  The tap pointers of a
+ * pixel whose window lies inside the image horizontally are a per-row base plus ox times a
+ * per-row step (a padded row's taps stay on the zx row); only the few edge pixels collect them
+ * tap by tap. */
+static void rows_fused(const depthwise_args *a, int64_t r0, int64_t r1, const depthwise_scratch *s) {
+    const conv_geom *g = &a->g;
+    const out_stage *os = &a->os;
+    const int64_t c = g->c, taps = g->kh * g->kw, pairs = (taps + 1) / 2;
+    const __m512 flo = _mm512_set1_ps(os->flo), fhi = _mm512_set1_ps(os->fhi);
+    const __m512i zy = _mm512_set1_epi32(os->zy);
+    /* Interior columns: ox * sw - pl >= 0 and ox * sw - pl + (kw - 1) * dw <= w - 1. */
+    const int64_t ox_lo = (g->pl + g->sw - 1) / g->sw;
+    const int64_t last = g->w - 1 + g->pl - (g->kw - 1) * g->dw;
+    const int64_t ox_hi = last < 0 ? 0 : (last / g->sw + 1 < g->ow ? last / g->sw + 1 : g->ow);
+    const uint8_t *base[FUSED_TAPS_MAX];
+    int64_t off[FUSED_TAPS_MAX], step[FUSED_TAPS_MAX];
+    for (int64_t r = r0; r < r1; ++r) {
+        const int64_t b = r / g->oh, oy = r % g->oh;
+        for (int64_t t = 0; t < taps; ++t) {
+            const int64_t ky = t / g->kw, kx = t % g->kw, iy = oy * g->sh - g->pt + ky * g->dh;
+            const int inside = iy >= 0 && iy < g->h;
+            base[t] = inside ? a->x + (b * g->h + iy) * g->w * c : a->zxrow;
+            off[t] = inside ? (kx * g->dw - g->pl) * c : 0;
+            step[t] = inside ? g->sw * c : 0;
+        }
+        for (int64_t ox = 0; ox < g->ow; ++ox) {
+            if (ox < ox_lo || ox >= ox_hi)
+                depthwise_all_taps(a, b, oy, ox, s);
+            else
+                for (int64_t t = 0; t < taps; ++t) s->xp[t] = base[t] + (off[t] + ox * step[t]);
+            uint8_t *out = (uint8_t *)os->out + (r * g->ow + ox) * os->ldo;
+            const int16_t *w = a->wpk;
+            for (int64_t ch = 0; ch < c; ch += 32) {
+                const __mmask32 m = c - ch >= 32 ? 0xFFFFFFFFu : (__mmask32)((1u << (c - ch)) - 1u);
+                __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+                for (int64_t p = 0; p < pairs; ++p, w += 64) {
+                    const __m256i x0 = _mm256_maskz_loadu_epi8(m, s->xp[2 * p] + ch);
+                    const __m256i x1 =
+                        2 * p + 1 < taps ? _mm256_maskz_loadu_epi8(m, s->xp[2 * p + 1] + ch) : _mm256_setzero_si256();
+                    const __m512i plo = _mm512_cvtepu8_epi16(_mm256_unpacklo_epi8(x0, x1));
+                    const __m512i phi = _mm512_cvtepu8_epi16(_mm256_unpackhi_epi8(x0, x1));
+                    lo = _mm512_add_epi32(lo, _mm512_madd_epi16(plo, _mm512_load_si512(w)));
+                    hi = _mm512_add_epi32(hi, _mm512_madd_epi16(phi, _mm512_load_si512(w + 32)));
+                }
+                outstage_zmm(_mm512_shuffle_i64x2(lo, hi, 0x44), os->bias + ch, os->mult + ch, (__mmask16)m, flo,
+                             fhi, zy, out + ch);
+                outstage_zmm(_mm512_shuffle_i64x2(lo, hi, 0xEE), os->bias + ch + 16, os->mult + ch + 16,
+                             (__mmask16)(m >> 16), flo, fhi, zy, out + ch + 16);
+            }
+        }
+    }
+}
+
 void depthwise_rows_avx512(const depthwise_args *a, int64_t r0, int64_t r1, const depthwise_scratch *s) {
+    if (a->os.mult != NULL && a->g.kh * a->g.kw <= FUSED_TAPS_MAX) {
+        rows_fused(a, r0, r1, s);
+        return;
+    }
     const conv_geom *g = &a->g;
     const int64_t c = g->c, taps = g->kh * g->kw, pairs = (taps + 1) / 2;
     for (int64_t r = r0; r < r1; ++r) {

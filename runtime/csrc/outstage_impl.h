@@ -7,7 +7,7 @@
  * convert, multiply, clamp to [lo - zy, hi - zy] (both integers), then round half to even
  * with the 1.5 * 2^23 trick -- exact for |f| < 2^22 in the default rounding mode, and the
  * clamped value is within +-510 -- so the final conversion to int32 is exact.
- * Define OUTPUT_NAME before including.
+ * Define OUTPUT_NAME before including (without it, only outstage_zmm below is defined).
  *
  * Units built with AVX-512 also get outstage_zmm: the same steps in the same order on 16
  * accumulators still in a register (the VNNI micro-kernel requantizes its tile from registers
@@ -17,6 +17,7 @@
 
 #include "qgemm.h"
 
+#ifdef OUTPUT_NAME
 void OUTPUT_NAME(const int32_t *c, int64_t ldc, int64_t rows, int64_t cols, int64_t row0, int64_t col0,
                  const out_stage *os) {
     const int32_t *restrict bias = os->bias + col0;
@@ -43,6 +44,7 @@ void OUTPUT_NAME(const int32_t *c, int64_t ldc, int64_t rows, int64_t cols, int6
         }
     }
 }
+#endif
 
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 #include <immintrin.h>

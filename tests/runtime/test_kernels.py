@@ -149,15 +149,17 @@ def test_conv_matches_reference_on_every_path(geom, b, h, w, c, n, seed, int32):
     w=st.integers(4, 12),
     c=st.integers(1, 70),
     seed=st.integers(0, 2**16),
+    out=st.sampled_from(["uint8", "int8", "int32"]),
 )
-def test_depthwise_matches_reference_on_every_path(geom, b, h, w, c, seed):
+def test_depthwise_matches_reference_on_every_path(geom, b, h, w, c, seed, out):
+    # uint8/int8 outputs take the SIMD paths' fused output stage, int32 the row-wise one.
     assume(min(geom.output_hw(h, w)) >= 1)
     rng = np.random.default_rng(seed)
     kh, kw = geom.kernel
     x = rng.integers(0, 256, (b, h, w, c), dtype=np.uint8)
     wt = rng.integers(-128, 128, (kh, kw, c), dtype=np.int8)
     zx = int(rng.integers(0, 256))
-    stage = random_stage(rng, c, int32=False)
+    stage = random_stage(rng, c, int32=out == "int32", signed=out == "int8")
     # Depthwise == one 1-channel conv per channel.
     expected = np.concatenate(
         [
@@ -167,7 +169,12 @@ def test_depthwise_matches_reference_on_every_path(geom, b, h, w, c, seed):
                 geom,
                 zx,
                 kernels.OutputStage(
-                    stage.bias[i : i + 1], stage.multiplier[i : i + 1], stage.zero_point, stage.lo, stage.hi
+                    stage.bias[i : i + 1],
+                    None if stage.multiplier is None else stage.multiplier[i : i + 1],
+                    stage.zero_point,
+                    stage.lo,
+                    stage.hi,
+                    stage.dtype,
                 ),
             )
             for i in range(c)
@@ -177,6 +184,32 @@ def test_depthwise_matches_reference_on_every_path(geom, b, h, w, c, seed):
     for path in PATHS:
         got = kernels.depthwise_nhwc(x, wt, geom, zx, stage, 2, path)
         np.testing.assert_array_equal(got, expected, err_msg=f"path {path}")
+
+
+@pytest.mark.parametrize("kernel", [(5, 5), (6, 5)])
+def test_depthwise_large_windows_match_reference_on_every_path(kernel):
+    # 25 taps is the SIMD paths' fused kernel's limit; 30 take the row-wise output stage.
+    rng = np.random.default_rng(kernel[0])
+    geom = kernels.ConvGeometry(kernel, (1, 2), (1, 1), (2, 1, 2, 3))
+    x = rng.integers(0, 256, (1, 9, 11, 37), dtype=np.uint8)
+    wt = rng.integers(-128, 128, (*kernel, 37), dtype=np.int8)
+    stage = random_stage(rng, 37, int32=False)
+    expected = np.concatenate(
+        [
+            conv_reference(
+                x[..., i : i + 1],
+                wt[None, :, :, i : i + 1],
+                geom,
+                9,
+                kernels.OutputStage(stage.bias[i : i + 1], stage.multiplier[i : i + 1], stage.zero_point,
+                                    stage.lo, stage.hi),
+            )
+            for i in range(37)
+        ],
+        axis=3,
+    )
+    for path in PATHS:
+        np.testing.assert_array_equal(kernels.depthwise_nhwc(x, wt, geom, 9, stage, 1, path), expected, path)
 
 
 @FAST
