@@ -129,62 +129,141 @@ def reference_run(path: Path, x: np.ndarray) -> np.ndarray:
     return onnx.reference.ReferenceEvaluator(model).run(None, {"input": x})[0]
 
 
+class QdqFile:
+    """A QDQ file's quantized tensors and, for each, its layer: the DequantizeLinear nodes, the
+    op and the QuantizeLinear that produce it, as a graph of its own (opset 21)."""
+
+    def __init__(self, path: Path) -> None:
+        self.model = onnx.load(str(path))
+        g = self.model.graph
+        self.inits = {t.name: t for t in g.initializer}
+        self.producers = {o: n for n in g.node for o in n.output}
+        self.qnodes = [n for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] not in self.inits]
+        self.names = [q.output[0] for q in self.qnodes]
+
+    def elem(self, q) -> int:
+        inits = self.inits
+        return inits[q.input[2]].data_type if len(q.input) > 2 and q.input[2] in inits else onnx.TensorProto.UINT8
+
+    def probe(self, opset: int | None = None) -> onnx.ModelProto:
+        """The model with every quantized tensor as an output as well (opset converted when given)."""
+        probe = onnx.ModelProto()
+        probe.CopyFrom(self.model)
+        for q in self.qnodes:
+            probe.graph.output.append(onnx.helper.make_tensor_value_info(q.output[0], self.elem(q), None))
+        return onnx.version_converter.convert_version(probe, opset) if opset else probe
+
+    def layer(self, q, codes: dict[str, np.ndarray]) -> tuple[onnx.ModelProto, dict[str, np.ndarray]] | None:
+        """q's layer fed with codes of its quantized inputs, or None when the op before q reads
+        something other than DequantizeLinear outputs and constants (ORT's QDQ files put a DQ
+        before every quantized op's input) or q quantizes a graph input."""
+        op = self.producers.get(q.input[0])
+        if op is None or op.op_type in ("DequantizeLinear", "QuantizeLinear"):
+            return None
+        dqs, feeds = [], {}
+        for name in (i for i in op.input if i and i not in self.inits):
+            dq = self.producers.get(name)
+            known = dq is not None and (dq.input[0] in self.inits or dq.input[0] in codes)
+            if not known or dq.op_type != "DequantizeLinear":
+                return None
+            dqs.append(dq)
+            if dq.input[0] in codes:
+                feeds[dq.input[0]] = codes[dq.input[0]]
+        used = {i for n in [*dqs, op, q] for i in n.input}
+        graph = onnx.helper.make_graph(
+            [*dqs, op, q],
+            "layer",
+            [
+                onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+                for n, v in feeds.items()
+            ],
+            [onnx.helper.make_tensor_value_info(q.output[0], self.elem(q), None)],
+            [t for n, t in self.inits.items() if n in used],
+        )
+        return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 21)]), feeds
+
+
 def layerwise(path: Path, x: np.ndarray) -> tuple[Agreement, int, int, int]:
     """Every quantized tensor of a QDQ file, each computed by the reference from *our* codes of
     its inputs (DQ -> op -> Q in isolation), so one layer's rounding does not compound into
     the next: (agreement over all their elements, tensors compared, quantized tensors in all,
     tensors whose reference shape differs from ours and ORT's: onnx.reference sizes some
-    ceil_mode pools differently)
-
-    A tensor is compared when the op before its QuantizeLinear reads only DequantizeLinear
-    outputs and constants (ORT's QDQ files put a DQ before every quantized op's input)."""
-    model = onnx.load(str(path))
-    g = model.graph
-    inits = {t.name: t for t in g.initializer}
-    producers = {o: n for n in g.node for o in n.output}
-    qnodes = [n for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits]
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    for q in qnodes:
-        elem = inits[q.input[2]].data_type if len(q.input) > 2 and q.input[2] in inits else onnx.TensorProto.UINT8
-        probe.graph.output.append(onnx.helper.make_tensor_value_info(q.output[0], elem, None))
-    names = [q.output[0] for q in qnodes]
-    values = runtime.InferenceSession(probe.SerializeToString(), threads=1).run(names, {"input": x})
-    codes = dict(zip(names, values, strict=True))
+    ceil_mode pools differently).  A tensor is compared when ``QdqFile.layer`` forms its layer."""
+    f = QdqFile(path)
+    values = runtime.InferenceSession(f.probe().SerializeToString(), threads=1).run(f.names, {"input": x})
+    codes = dict(zip(f.names, values, strict=True))
     equal = total = compared = worst = shapes = 0
-    for q in qnodes:
-        op = producers.get(q.input[0])
-        if op is None or op.op_type in ("DequantizeLinear", "QuantizeLinear"):
+    for q in f.qnodes:
+        if (made := f.layer(q, codes)) is None:
             continue
-        dqs, feeds = [], {}
-        for name in (i for i in op.input if i and i not in inits):
-            dq = producers.get(name)
-            if dq is None or dq.op_type != "DequantizeLinear" or not (dq.input[0] in inits or dq.input[0] in codes):
-                break
-            dqs.append(dq)
-            if dq.input[0] in codes:
-                feeds[dq.input[0]] = codes[dq.input[0]]
-        else:
-            used = {i for n in [*dqs, op, q] for i in n.input}
-            graph = onnx.helper.make_graph(
-                [*dqs, op, q],
-                "layer",
-                [
-                    onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
-                    for n, v in feeds.items()
-                ],
-                [onnx.helper.make_tensor_value_info(q.output[0], onnx.TensorProto.UNDEFINED, None)],
-                [t for n, t in inits.items() if n in used],
-            )
-            layer = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 21)])
-            ref = onnx.reference.ReferenceEvaluator(layer).run(None, feeds)[0]
-            if ref.shape != codes[q.output[0]].shape:
-                shapes += 1
-                continue
-            diff = np.abs(codes[q.output[0]].astype(np.int64) - ref.astype(np.int64))
-            equal, total = equal + int((diff == 0).sum()), total + diff.size
-            worst, compared = max(worst, int(diff.max(initial=0))), compared + 1
-    return Agreement(equal / max(total, 1), worst), compared, len(qnodes), shapes
+        ref = onnx.reference.ReferenceEvaluator(made[0]).run(None, made[1])[0]
+        if ref.shape != codes[q.output[0]].shape:
+            shapes += 1
+            continue
+        diff = np.abs(codes[q.output[0]].astype(np.int64) - ref.astype(np.int64))
+        equal, total = equal + int((diff == 0).sum()), total + diff.size
+        worst, compared = max(worst, int(diff.max(initial=0))), compared + 1
+    return Agreement(equal / max(total, 1), worst), compared, len(f.qnodes), shapes
+
+
+@dataclass
+class Forcing:
+    """Teacher forcing and the reference's own sensitivity, for one QDQ file."""
+
+    layers: Agreement  # our codes of every compared tensor, each from the reference's input codes
+    differing: int  # codes that differ (over all compared tensors)
+    codes: int  # codes compared
+    sensitivity: Agreement | None  # the reference's output after one layer's differing codes become ours
+    changed: int = 0  # codes changed in that layer
+    layer: str = ""
+
+    def cell(self) -> str:
+        forced = f"{self.layers.cell()} ({self.differing} of {self.codes} codes differ)"
+        if self.sensitivity is None:
+            return forced + "; no code differs"
+        moved = self.sensitivity.cell()
+        return forced + f"; {self.changed} code(s) of {self.layer} changed: reference vs itself {moved}"
+
+
+def teacher_forced(path: Path, x: np.ndarray, step: float) -> Forcing:
+    """Each quantized tensor computed by *our* runtime from the *reference's* codes of its
+    inputs (the reference's own run feeds every layer: teacher forcing, so no rounding of ours
+    compounds), compared with the reference's codes; then the reference run again from the
+    first layer where a code differs, with only that layer's differing codes replaced by ours,
+    and its output compared (in output steps) with its unperturbed output: how far one
+    one-step rounding difference moves the specification's own end-to-end result."""
+    f = QdqFile(path)
+    probe = f.probe(21)
+    out = probe.graph.output[0].name
+    values = onnx.reference.ReferenceEvaluator(probe).run([out, *f.names], {"input": x})
+    ref = dict(zip([out, *f.names], values, strict=True))
+    equal = total = worst = 0
+    first = None
+    for q in f.qnodes:
+        if (made := f.layer(q, ref)) is None:
+            continue
+        ours = runtime.InferenceSession(made[0].SerializeToString(), threads=1).run(None, made[1])[0]
+        if ours.shape != ref[q.output[0]].shape:
+            continue
+        diff = np.abs(ours.astype(np.int64) - ref[q.output[0]].astype(np.int64))
+        equal, total, worst = equal + int((diff == 0).sum()), total + diff.size, max(worst, int(diff.max(initial=0)))
+        if first is None and diff.any():
+            first = (q, ours)
+    forced = Agreement(equal / max(total, 1), worst)
+    if first is None:
+        return Forcing(forced, total - equal, total, None)
+    q, ours = first
+    cut = onnx.ModelProto()
+    cut.CopyFrom(probe)
+    kept = [n for n in cut.graph.node if q.output[0] not in n.output]
+    del cut.graph.node[:]
+    cut.graph.node.extend(kept)
+    del cut.graph.output[1:]
+    cut.graph.input.append(onnx.helper.make_tensor_value_info(q.output[0], f.elem(q), list(ours.shape)))
+    moved = onnx.reference.ReferenceEvaluator(cut).run(None, {"input": x, q.output[0]: ours})[0]
+    changed = int((ours != ref[q.output[0]]).sum())
+    layer = f.producers[q.input[0]].name
+    return Forcing(forced, total - equal, total, agreement(moved, ref[out], step), changed, layer)
 
 
 def output_step(path: Path) -> float | None:
@@ -209,7 +288,7 @@ class Agreement:
 
 def _cell(value) -> str:
     """A table cell: an Agreement, a layer-wise triple, or why the comparison could not run."""
-    if isinstance(value, Agreement):
+    if isinstance(value, Agreement | Forcing):
         return value.cell()
     if value is None:
         return "not run"
@@ -242,6 +321,15 @@ class Row:
 
 
 def _to_json(value):
+    if isinstance(value, Forcing):
+        return {
+            "forced": _to_json(value.layers),
+            "differing": value.differing,
+            "codes": value.codes,
+            "sensitivity": _to_json(value.sensitivity),
+            "changed": value.changed,
+            "layer": value.layer,
+        }
     if isinstance(value, Agreement):
         return {"identical": value.identical, "max_steps": value.max_steps}
     if isinstance(value, tuple):
@@ -250,6 +338,9 @@ def _to_json(value):
 
 
 def _from_json(value):
+    if isinstance(value, dict) and "forced" in value:
+        fields = {k: v for k, v in value.items() if k not in ("forced", "sensitivity")}
+        return Forcing(_from_json(value["forced"]), sensitivity=_from_json(value["sensitivity"]), **fields)
     if isinstance(value, dict) and "layers" in value:
         return (_from_json(value["layers"]), value["compared"], value["quantized"], value["shapes"])
     if isinstance(value, dict):
@@ -290,6 +381,7 @@ def measure(name: str, size: int, folder: Path, with_reference: bool = True) -> 
         if fmt == "qdq" and with_reference:
             cells["ref"] = _attempt(lambda p, y=ours_q, s=step: agreement(y, reference_run(p, x), s), qpath)
             cells["layers"] = _attempt(layerwise, qpath, x)
+            cells["forced"] = _attempt(teacher_forced, qpath, x, step)
         int8[f"{fmt} {act}"] = cells
     return Row(name, params / 1e6, fp32_rel, int8, time.perf_counter() - start)
 
@@ -301,6 +393,7 @@ QDQ_KEYS = [k for k in KEYS if k.startswith("qdq")]
 def header(ort_note: str, size: int) -> str:
     head = ["model", "params (M)", "fp32 rel. err vs ORT", "seconds"]
     head += [f"{k} layer-wise vs reference" for k in QDQ_KEYS] + [f"{k} output vs reference" for k in QDQ_KEYS]
+    head += [f"{k} teacher-forced vs reference; reference's own sensitivity" for k in QDQ_KEYS]
     head += [f"{k} output vs ORT" for k in KEYS]
     lines = [
         f"CPU: {platform.processor() or platform.machine()}; runtime ISA path: {runtime.available_paths()[-1]}; "
@@ -319,6 +412,7 @@ def header(ort_note: str, size: int) -> str:
 def table_row(r: Row) -> str:
     cells = [r.model, f"{r.params_m:.1f}", f"{r.fp32_rel:.1e}", f"{r.seconds:.0f}"]
     cells += [_cell(r.int8[k].get("layers")) for k in QDQ_KEYS] + [_cell(r.int8[k].get("ref")) for k in QDQ_KEYS]
+    cells += [_cell(r.int8[k].get("forced")) for k in QDQ_KEYS]
     cells += [_cell(r.int8[k]["ort"]) for k in KEYS]
     return "| " + " | ".join(cells) + " |"
 
