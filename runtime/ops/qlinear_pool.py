@@ -2,8 +2,9 @@
 Runtime does (so results match it exactly, and the QDQ reference to within one step).
 
 Global pooling sums exact integers and requantizes once:
-y = rne((sum - n*z_x) * fp32(s_x / (s_y * n))) + z_y.  Windowed pooling is the QDQ
-reference itself: dequantize, average in fp32, quantize."""
+y = rne((sum - n*z_x) * fp32(s_x / (s_y * n))) + z_y.  Windowed pooling as ONNX Runtime's
+contrib kernel: dequantize, sum in fp32 in window order, divide by the count, then
+rne(fp32(y / s_y) + z_y) (the zero point is added before rounding, unlike QuantizeLinear)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from runtime.graph import MS_DOMAIN
 from runtime.ops.pool import average_pool_sum
 from runtime.ops.qlinear_matmul import _require_const
 from runtime.ops.registry import register
-from runtime.qmath import QRANGE, dequantize, quantize
+from runtime.qmath import QRANGE, dequantize
 
 
 def _requantize(acc: np.ndarray, scale: np.ndarray, zy: int, dtype) -> np.ndarray:
@@ -42,6 +43,9 @@ def qlinear_average_pool(node, graph, opts):
 
     def run(x, *_):
         total, count = average_pool_sum(dequantize(x, sx, zx), node, where)
-        return [quantize((total / count).astype(np.float32), sy, zy)]
+        # ONNX Runtime rounds y / s_y + z_y (zero point added before rounding: differs on odd-z ties)
+        y = (total / count).astype(np.float32) / np.float32(sy) + np.float32(zy)
+        lo, hi = QRANGE[zy.dtype]
+        return [np.clip(np.rint(y), lo, hi).astype(zy.dtype)]
 
     return run
