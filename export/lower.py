@@ -25,7 +25,7 @@ import export.qdq_ops  # noqa: F401  (registers torch.ops.compress.*)
 from export.errors import OnnxExportError
 from quant import policy
 from quant.fake_quant import FakeQuantize, WeightFakeQuantize
-from quant.modules import QuantAdd, QuantGlobalMean, QuantMatMul, QuantWeighted
+from quant.modules import QuantAdd, QuantAvgPool2d, QuantGlobalMean, QuantMatMul, QuantWeighted
 from quant.prepare import classify
 from quant.spec import INT32_MAX, INT32_MIN, bias_scale, quantize_int
 
@@ -95,13 +95,17 @@ class Weighted(nn.Module):
     def forward(self, x: torch.Tensor, *_grids: torch.Tensor) -> torch.Tensor:
         if self.weight_q.dim() == 4:
             return _act(F.conv2d(x, self.int8_weight(), self.int32_bias(), **self.conv), self.act)
-        if x.dim() == 2 or self.out_grid is None:
+        if x.dim() == 2:
             return _act(F.linear(x, self.int8_weight(), self.int32_bias()), self.act)
         # Linear on (…, K): Reshape → Gemm → Q/DQ → Reshape. MatMul + a float bias Add would make
         # ONNX Runtime add the bias in fp32 instead of the int32 accumulator, rounding differently.
+        # Without an output grid (a float residual stream) the Gemm's fp32 output is the int32
+        # accumulator times s_x·s_w, which the runtime folds into QGemm exactly as simulated.
         lead = x.shape[:-1]
         flat = self.input_grid(x.reshape(-1, x.shape[-1]))
-        y = self.out_grid(_act(F.linear(flat, self.int8_weight(), self.int32_bias()), self.act))
+        y = _act(F.linear(flat, self.int8_weight(), self.int32_bias()), self.act)
+        if self.out_grid is not None:
+            y = self.out_grid(y)
         return y.reshape(*lead, y.shape[-1])
 
 
@@ -138,6 +142,17 @@ class GlobalMean(nn.Module):
         return y.reshape(shape)
 
 
+class AvgPool(nn.Module):
+    """QuantAvgPool2d: AveragePool between DQ and Q (ONNX Runtime's and our runtime's QLinearAveragePool)."""
+
+    def __init__(self, mod: QuantAvgPool2d) -> None:
+        super().__init__()
+        self.args = (mod.kernel_size, mod.stride, mod.padding, mod.ceil_mode, mod.count_include_pad)
+
+    def forward(self, x: torch.Tensor, *_grids: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, *self.args)
+
+
 def _prod(values) -> int:
     out = 1
     for v in values:
@@ -162,7 +177,7 @@ def lower(qmodel: fx.GraphModule) -> fx.GraphModule:
         if node.op == "call_module" and node.target in grids:
             node_grid[node] = str(node.target)
             continue
-        if kind in INT8_INPUT_KINDS or isinstance(modules.get(str(node.target)), QuantGlobalMean):
+        if kind in INT8_INPUT_KINDS or isinstance(modules.get(str(node.target)), (QuantGlobalMean, QuantAvgPool2d)):
             _requantize_inputs(gm, node, node_grid, kind)
         if kind == policy.EXACT and node.args and node.args[0] in node_grid:
             node_grid[node] = node_grid[node.args[0]]
@@ -183,6 +198,8 @@ def lower(qmodel: fx.GraphModule) -> fx.GraphModule:
             _set(gm, str(node.target), lowered)
         elif isinstance(mod, (QuantAdd, QuantMatMul)):
             _set(gm, str(node.target), Binary(isinstance(mod, QuantMatMul)))
+        elif isinstance(mod, QuantAvgPool2d):
+            _set(gm, str(node.target), AvgPool(mod))
         elif isinstance(mod, QuantGlobalMean):
             _set(gm, str(node.target), GlobalMean(mod, grids[node_grid[node.args[0]]]))
     gm.recompile()

@@ -189,6 +189,61 @@ class QuantAdd(_QuantBinary):
         return torch.round((qa * ra + inner).to(f32)).double()
 
 
+class QuantAvgPool2d(nn.Module):
+    """2-D average pooling of a quantized tensor, back onto its own grid (``F.avg_pool2d``).
+
+    Training and calibration: ``F.avg_pool2d``. Eval with the grid's quantizer enabled:
+    the arithmetic of ONNX Runtime's QLinearAveragePool (what DQ → AveragePool → Q becomes
+    there and in the bundled runtime): ``x̂ = fp32(s·(q − z))`` summed in fp32 in window
+    order (rows, then columns; padding adds nothing), divided by the element count (the
+    whole kernel with ``count_include_pad``), then ``round_half_even(fp32(y / s) + z)`` —
+    the zero point added before rounding. A 2×2 window lands on exact ties (k + ½ steps)
+    for about a quarter of its outputs, where these details decide the code.
+    """
+
+    def __init__(self, kernel_size, stride, padding, ceil_mode: bool, count_include_pad: bool,
+                 spec: QuantSpec) -> None:
+        super().__init__()
+        self.kernel_size = _pair(kernel_size)
+        self.stride = _pair(stride or kernel_size)
+        self.padding = _pair(padding)
+        self.ceil_mode = bool(ceil_mode)
+        self.count_include_pad = bool(count_include_pad)
+        self.spec = spec
+
+    def forward(
+        self, x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, enabled: torch.Tensor
+    ) -> torch.Tensor:
+        float_pool = F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                                  self.count_include_pad)
+        if self.training or not bool(enabled):
+            return float_pool
+        s, z = scale.float(), float(zero_point)
+        xhat = torch.round(x.float() / s) * s  # the codes (exact) times the scale, as DequantizeLinear
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        oh, ow = float_pool.shape[-2:]
+        extra_h = max(0, (oh - 1) * sh + kh - x.shape[-2] - 2 * ph)  # ceil_mode's partial windows
+        extra_w = max(0, (ow - 1) * sw + kw - x.shape[-1] - 2 * pw)
+        padded = F.pad(xhat, (pw, pw + extra_w, ph, ph + extra_h))
+        inside = F.pad(torch.ones_like(x[:1, :1]), (pw, pw + extra_w, ph, ph + extra_h))
+        total, count = None, None
+        for i in range(kh):
+            for j in range(kw):
+                window = (..., slice(i, i + (oh - 1) * sh + 1, sh), slice(j, j + (ow - 1) * sw + 1, sw))
+                total = padded[window].clone() if total is None else total + padded[window]
+                count = inside[window].clone() if count is None else count + inside[window]
+        if self.count_include_pad:
+            count = torch.full_like(count, float(kh * kw))
+        q = torch.clamp(torch.round(total / count / s + z), self.spec.qmin, self.spec.qmax)
+        return ((q - z) * s).to(x.dtype)
+
+
+def _pair(v) -> tuple[int, int]:
+    if isinstance(v, (list, tuple)):
+        return (int(v[0]), int(v[-1]))
+    return (int(v), int(v))
+
+
 class QuantGlobalMean(nn.Module):
     """Mean of a quantized tensor over ``dims``, back onto its own grid (global average pooling).
 

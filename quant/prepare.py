@@ -29,7 +29,15 @@ from quant.capture import CaptureError, capture
 from quant.errors import QuantError
 from quant.fake_quant import FakeQuantize
 from quant.fuse import activation_of, fold_batchnorms, is_module, is_tensor_node, set_module, sole_user
-from quant.modules import QuantAdd, QuantConv2d, QuantGlobalMean, QuantLinear, QuantMatMul, QuantWeighted
+from quant.modules import (
+    QuantAdd,
+    QuantAvgPool2d,
+    QuantConv2d,
+    QuantGlobalMean,
+    QuantLinear,
+    QuantMatMul,
+    QuantWeighted,
+)
 from quant.observers import Observer
 from quant.qat import swap_conv_bn
 from quant.spec import ACT_INT8, ACT_UINT8, WEIGHT_INT8_PER_CHANNEL, QuantSpec
@@ -106,6 +114,28 @@ def global_mean_dims(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[tupl
         dims = tuple(sorted(d % rank for d in ([dim] if isinstance(dim, int) else dim)))
         return (dims, keepdim) if 0 not in dims else None
     return None
+
+
+def avg_pool2d_args(node: fx.Node, modules: dict[str, nn.Module]) -> tuple | None:
+    """(kernel, stride, padding, ceil_mode, count_include_pad) of a 4-D ``avg_pool2d``; None for
+    anything else (a divisor override, which ONNX's AveragePool cannot express, stays as it was)."""
+    if not is_tensor_node(node.args[0]) or len(node.args[0].meta["tensor_meta"].shape) != 4:
+        return None
+    if node.op == "call_module":
+        m = modules[node.target]  # type: ignore[index]
+        if type(m) is not nn.AvgPool2d or m.divisor_override:
+            return None
+        return m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad
+    name = policy.aten_name(node.target) if node.op == "call_function" else None
+    if node.op != "call_function" or not (node.target is F.avg_pool2d or name == "aten::avg_pool2d"):
+        return None
+    names = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
+    defaults = (None, None, 0, False, True, None)
+    values = [node.args[i + 1] if len(node.args) > i + 1 else node.kwargs.get(k, d)
+              for i, (k, d) in enumerate(zip(names, defaults, strict=True))]
+    if values[5] is not None or any(isinstance(v, fx.Node) for v in values):
+        return None
+    return tuple(values[:5])
 
 
 def _same_shape(a: fx.Node, b: fx.Node) -> bool:
@@ -215,6 +245,14 @@ class _Inserter:
         qargs = self.attrs(self.grid[src], node, "scale", "zero_point", "quant_enabled")
         return self.replace_with_module(node, QuantGlobalMean(dims, keepdim, self.qc.activation), (src, *qargs))
 
+    def exact_avg_pool(self, node: fx.Node, src: fx.Node, modules: dict[str, nn.Module]) -> fx.Node | None:
+        """Replace a 2-D average pool of a quantized tensor by QuantAvgPool2d (QLinearAveragePool's arithmetic)."""
+        found = avg_pool2d_args(node, modules)
+        if found is None:
+            return None
+        qargs = self.attrs(self.grid[src], node, "scale", "zero_point", "quant_enabled")
+        return self.replace_with_module(node, QuantAvgPool2d(*found, spec=self.qc.activation), (src, *qargs))
+
     def replace_with_module(self, node: fx.Node, module: nn.Module, args: tuple) -> fx.Node:
         """Put ``module`` (named after ``node``: "add_1", "matmul", the label its quantizers and
         errors show) in ``node``'s place, called with ``args``."""
@@ -240,6 +278,11 @@ class _Inserter:
             if kind == "weighted":
                 x = self.quantize_edge(node.args[0], node)
                 (in_scale,) = self.attrs(self.grid[x], node, "scale")
+                if not self.qc.quantize_adds and _feeds_only_adds(node, modules):
+                    # float residual stream: the int32 accumulator is dequantized straight into the
+                    # float add (an int8 grid here would only add error before a float op)
+                    node.args = (x, in_scale)
+                    continue
                 out = self.quantize_output(node)
                 modules[node.target].output_spec = self.qc.activation  # type: ignore[index,union-attr]
                 node.args = (x, in_scale, *self.attrs(out, node, "scale", "zero_point"))
@@ -259,12 +302,26 @@ class _Inserter:
                 src = node.args[0] if node.args else None
                 if isinstance(src, fx.Node) and src in self.grid:
                     name = self.grid[src]
-                    node = self.exact_global_mean(node, src, modules) or node
+                    node = (self.exact_global_mean(node, src, modules) or self.exact_avg_pool(node, src, modules)
+                            or node)
                     with self.gm.graph.inserting_after(node):
                         q = self.gm.graph.call_module(name, (node,), {"observe": False})
                     q.meta = dict(node.meta)
                     node.replace_all_uses_with(q, delete_user_cb=lambda u, q=q: u is not q)
                     self.grid[q] = name
+
+
+def _feeds_only_adds(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """True when every use of ``node`` (through exact ops such as dropout) is a residual add."""
+    users = list(node.users)
+    for user in users:
+        kind = classify(user, modules)
+        if kind == policy.EXACT and len(user.args) and user.args[0] is node:
+            if not _feeds_only_adds(user, modules):
+                return False
+        elif kind != policy.ADD:
+            return False
+    return bool(users)
 
 
 def prepare(
