@@ -93,15 +93,20 @@ static const int depthwise_width[PATH_COUNT] = {0, 16, 32, 32};
  * two taps' input bytes, widened, presents the channels.  Missing channels and the partner of
  * an odd last tap are zero. */
 static void depthwise_pack(const depthwise_args *a, int v, int16_t *dst) {
+    /* Runs on every call: loops arranged so the index needs no division (lane i = 8 * grp + j). */
     const int64_t c = a->g.c, taps = a->g.kh * a->g.kw, pairs = (taps + 1) / 2;
     for (int64_t cb = 0; cb < c; cb += v)
-        for (int64_t p = 0; p < pairs; ++p)
+        for (int64_t p = 0; p < pairs; ++p) {
+            const int8_t *w0 = a->w + 2 * p * c, *w1 = 2 * p + 1 < taps ? w0 + c : NULL;
             for (int half = 0; half < 2; ++half, dst += v)
-                for (int i = 0; i < v / 2; ++i)
-                    for (int t = 0; t < 2; ++t) {
-                        const int64_t ch = cb + 16 * (i / 8) + half * 8 + i % 8, tap = 2 * p + t;
-                        dst[2 * i + t] = ch < c && tap < taps ? a->w[tap * c + ch] : 0;
+                for (int grp = 0; grp < v / 16; ++grp)
+                    for (int j = 0; j < 8; ++j) {
+                        const int64_t ch = cb + 16 * grp + half * 8 + j;
+                        int16_t *d = dst + 2 * (8 * grp + j);
+                        d[0] = ch < c ? w0[ch] : 0;
+                        d[1] = ch < c && w1 ? w1[ch] : 0;
                     }
+        }
 }
 
 int depthwise_run(int path, const depthwise_args *args, int nthreads) {

@@ -49,17 +49,26 @@ void OUTPUT_NAME(const int32_t *c, int64_t ldc, int64_t rows, int64_t cols, int6
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 #include <immintrin.h>
 
-/* The loop's body on 16 columns held in acc: lanes outside mask are neither read (bias,
- * multiplier) nor stored.  flo/fhi/zy/magic are the stage's constants broadcast. */
-static inline __attribute__((always_inline)) void outstage_zmm(__m512i acc, const int32_t *bias, const float *mult,
-                                                               __mmask16 mask, __m512 flo, __m512 fhi, __m512i zy,
-                                                               uint8_t *out) {
+/* The loop's body on 16 columns held in acc, up to the int32 value before the byte store:
+ * lanes outside mask read no bias or multiplier.  flo/fhi/zy are the stage's constants
+ * broadcast. */
+static inline __attribute__((always_inline)) __m512i outstage_zmm_value(__m512i acc, const int32_t *bias,
+                                                                        const float *mult, __mmask16 mask,
+                                                                        __m512 flo, __m512 fhi, __m512i zy) {
     const __m512 magic = _mm512_set1_ps(12582912.0f); /* 1.5 * 2^23 */
     const __m512i v = _mm512_add_epi32(acc, _mm512_maskz_loadu_epi32(mask, bias));
     __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_maskz_loadu_ps(mask, mult));
     f = _mm512_max_ps(f, flo); /* f < flo ? flo : f (equal values are equal) */
     f = _mm512_min_ps(f, fhi); /* f > fhi ? fhi : f */
     f = _mm512_sub_ps(_mm512_add_ps(f, magic), magic);
-    _mm512_mask_cvtepi32_storeu_epi8(out, mask, _mm512_add_epi32(_mm512_cvttps_epi32(f), zy));
+    return _mm512_add_epi32(_mm512_cvttps_epi32(f), zy);
+}
+
+/* The same, stored as the 16 bytes of mask's lanes (narrowed in a register, then a masked
+ * byte store: vpmovdb to memory is slow on Zen 4). */
+static inline __attribute__((always_inline)) void outstage_zmm(__m512i acc, const int32_t *bias, const float *mult,
+                                                               __mmask16 mask, __m512 flo, __m512 fhi, __m512i zy,
+                                                               uint8_t *out) {
+    _mm_mask_storeu_epi8(out, mask, _mm512_cvtepi32_epi8(outstage_zmm_value(acc, bias, mult, mask, flo, fhi, zy)));
 }
 #endif
