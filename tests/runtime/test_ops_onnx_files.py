@@ -7,7 +7,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.onnx_files import FORMATS, agreement, export_fp32, layerwise, ort_run, output_step, quantize, reference_run
+from bench.onnx_files import (
+    FORMATS,
+    agreement,
+    export_fp32,
+    layerwise,
+    ort_run,
+    output_step,
+    quantize,
+    reference_run,
+    teacher_forced,
+)
 from export.validate import probe_onnxruntime
 from runtime import InferenceSession
 
@@ -30,6 +40,9 @@ def test_squeezenet_fp32_and_ort_quantized_files_run_like_ort_and_the_reference(
             # each quantized tensor, recomputed by the reference from our codes of its inputs
             layers, compared, total, shapes = layerwise(path, x)
             assert layers.identical >= 0.999 and layers.max_steps <= 1 and compared >= total - 1 and not shapes
+            # teacher forcing: each tensor ours from the reference's codes of its inputs
+            forced = teacher_forced(path, x, step)
+            assert forced.layers.identical >= 0.9999 and forced.layers.max_steps <= 1, forced
             # end to end, one-step differences compound through the layers; the predicted class stays
             assert ours.argmax() == reference_run(path, x).argmax(), (fmt, act)
         # ORT runs QDQ files with int8 activations as float DQ -> op -> Q here (its output is the
