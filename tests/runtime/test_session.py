@@ -163,3 +163,14 @@ def test_fp32_model_matches_onnxruntime(small_cnn_fp32):
     np.testing.assert_allclose(
         ours, ort_session(small_cnn_fp32).run(None, {"input": x})[0], rtol=1e-4, atol=1e-4
     )
+
+
+def test_channels_last_copies_equal_numpy_ones():
+    from runtime.ops.qlinear_conv import contiguous_nhwc
+
+    rng = np.random.default_rng(0)
+    nchw = rng.integers(0, 256, (2, 3, 5, 7), dtype=np.uint8)
+    for view in (nchw.transpose(0, 2, 3, 1), nchw[:, :, 1:, ::2].transpose(0, 2, 3, 1), nchw[..., 1:]):
+        got = contiguous_nhwc(view)
+        assert got.flags.c_contiguous and got.dtype == view.dtype
+        np.testing.assert_array_equal(got, view)
