@@ -16,10 +16,16 @@ void QADD_NAME(const void *a, int64_t a_step, const void *b, int64_t b_step, voi
     if (p->is_signed) {
         const int8_t *pa = a, *pb = b;
         int8_t *py = y;
-        for (int64_t i = 0; i < n; ++i) py[i] = (int8_t)requant(pa[i * a_step], pb[i * b_step], p);
+        if (a_step == 1 && b_step == 1)
+            for (int64_t i = 0; i < n; ++i) py[i] = (int8_t)requant(pa[i], pb[i], p);
+        else
+            for (int64_t i = 0; i < n; ++i) py[i] = (int8_t)requant(pa[i * a_step], pb[i * b_step], p);
     } else {
         const uint8_t *pa = a, *pb = b;
         uint8_t *py = y;
-        for (int64_t i = 0; i < n; ++i) py[i] = (uint8_t)requant(pa[i * a_step], pb[i * b_step], p);
+        if (a_step == 1 && b_step == 1) /* residual adds: unit strides, so the loop vectorises fully */
+            for (int64_t i = 0; i < n; ++i) py[i] = (uint8_t)requant(pa[i], pb[i], p);
+        else
+            for (int64_t i = 0; i < n; ++i) py[i] = (uint8_t)requant(pa[i * a_step], pb[i * b_step], p);
     }
 }

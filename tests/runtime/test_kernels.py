@@ -216,6 +216,11 @@ def test_depthwise_large_windows_match_reference_on_every_path(kernel):
 @given(n=st.integers(1, 300), seed=st.integers(0, 2**16), scalar_b=st.booleans())
 def test_qadd_paths_agree_and_stay_within_one_step_of_reference(n, seed, scalar_b):
     rng = np.random.default_rng(seed)
+    # int8 operands: every path equals the portable one (unit-stride and broadcast loops)
+    sa8, sb8 = rng.integers(-128, 128, n, dtype=np.int8), rng.integers(-128, 128, 1 if scalar_b else n, dtype=np.int8)
+    p8 = kernels.AddParams.from_scales(0.03, -5, 0.05, 7, 0.06, 3, -100, 127)
+    for path in PATHS[1:]:
+        np.testing.assert_array_equal(kernels.qadd(sa8, sb8, p8, path), kernels.qadd(sa8, sb8, p8, "portable"))
     a = rng.integers(0, 256, n, dtype=np.uint8)
     b = rng.integers(0, 256, 1 if scalar_b else n, dtype=np.uint8)
     sa, sb, sy = (float(v) for v in rng.random(3) * 0.1 + 0.001)
