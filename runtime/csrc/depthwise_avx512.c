@@ -50,12 +50,16 @@ static void rows_fused(const depthwise_args *a, int64_t r0, int64_t r1, const de
             uint8_t *out = (uint8_t *)os->out + (r * g->ow + ox) * os->ldo;
             const int16_t *w = a->wpk;
             for (int64_t ch = 0; ch < c; ch += 32) {
-                const __mmask32 m = c - ch >= 32 ? 0xFFFFFFFFu : (__mmask32)((1u << (c - ch)) - 1u);
+                const int full = c - ch >= 32;
+                const __mmask32 m = full ? 0xFFFFFFFFu : (__mmask32)((1u << (c - ch)) - 1u);
                 __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
                 for (int64_t p = 0; p < pairs; ++p, w += 64) {
-                    const __m256i x0 = _mm256_maskz_loadu_epi8(m, s->xp[2 * p] + ch);
-                    const __m256i x1 =
-                        2 * p + 1 < taps ? _mm256_maskz_loadu_epi8(m, s->xp[2 * p + 1] + ch) : _mm256_setzero_si256();
+                    /* Masked loads only for a channel tail: they are slower on Zen 4. */
+                    const __m256i x0 = full ? _mm256_loadu_si256((const __m256i *)(s->xp[2 * p] + ch))
+                                            : _mm256_maskz_loadu_epi8(m, s->xp[2 * p] + ch);
+                    const __m256i x1 = 2 * p + 1 >= taps ? _mm256_setzero_si256()
+                                       : full ? _mm256_loadu_si256((const __m256i *)(s->xp[2 * p + 1] + ch))
+                                              : _mm256_maskz_loadu_epi8(m, s->xp[2 * p + 1] + ch);
                     const __m512i plo = _mm512_cvtepu8_epi16(_mm256_unpacklo_epi8(x0, x1));
                     const __m512i phi = _mm512_cvtepu8_epi16(_mm256_unpackhi_epi8(x0, x1));
                     lo = _mm512_add_epi32(lo, _mm512_madd_epi16(plo, _mm512_load_si512(w)));
@@ -84,12 +88,16 @@ void depthwise_rows_avx512(const depthwise_args *a, int64_t r0, int64_t r1, cons
             depthwise_all_taps(a, b, oy, ox, s);
             const int16_t *w = a->wpk;
             for (int64_t ch = 0; ch < c; ch += 32) {
-                const __mmask32 m = c - ch >= 32 ? 0xFFFFFFFFu : (__mmask32)((1u << (c - ch)) - 1u);
+                const int full = c - ch >= 32;
+                const __mmask32 m = full ? 0xFFFFFFFFu : (__mmask32)((1u << (c - ch)) - 1u);
                 __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
                 for (int64_t p = 0; p < pairs; ++p, w += 64) {
-                    const __m256i x0 = _mm256_maskz_loadu_epi8(m, s->xp[2 * p] + ch);
-                    const __m256i x1 =
-                        2 * p + 1 < taps ? _mm256_maskz_loadu_epi8(m, s->xp[2 * p + 1] + ch) : _mm256_setzero_si256();
+                    /* Masked loads only for a channel tail: they are slower on Zen 4. */
+                    const __m256i x0 = full ? _mm256_loadu_si256((const __m256i *)(s->xp[2 * p] + ch))
+                                            : _mm256_maskz_loadu_epi8(m, s->xp[2 * p] + ch);
+                    const __m256i x1 = 2 * p + 1 >= taps ? _mm256_setzero_si256()
+                                       : full ? _mm256_loadu_si256((const __m256i *)(s->xp[2 * p + 1] + ch))
+                                              : _mm256_maskz_loadu_epi8(m, s->xp[2 * p + 1] + ch);
                     const __m512i plo = _mm512_cvtepu8_epi16(_mm256_unpacklo_epi8(x0, x1));
                     const __m512i phi = _mm512_cvtepu8_epi16(_mm256_unpackhi_epi8(x0, x1));
                     lo = _mm512_add_epi32(lo, _mm512_madd_epi16(plo, _mm512_load_si512(w)));
