@@ -9,9 +9,9 @@
  * clamped value is within +-510 -- so the final conversion to int32 is exact.
  * Define OUTPUT_NAME before including (without it, only outstage_zmm below is defined).
  *
- * Units built with AVX-512 also get outstage_zmm: the same steps in the same order on 16
- * accumulators still in a register (the VNNI micro-kernel requantizes its tile from registers
- * instead of storing and reloading an int32 tile); every step is the same IEEE single
+ * Units built with AVX-512 also get outstage_zmm (16 lanes), AVX2 units outstage_ymm16 (16
+ * columns in two registers): the same steps in the same order on accumulators of a tile still
+ * in L1, without this loop's per-element bookkeeping; every step is the same IEEE single
  * operation as in the loop below, so the bytes are identical. */
 #include <stdint.h>
 
@@ -76,5 +76,36 @@ static inline __attribute__((always_inline)) void outstage_zmm(__m512i acc, cons
         _mm_storeu_si128((__m128i *)out, q);
     else
         _mm_mask_storeu_epi8(out, mask, q);
+}
+#endif
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+
+/* The loop's body on 8 columns, up to the int32 value before the byte store. */
+static inline __attribute__((always_inline)) __m256i outstage_ymm_value(__m256i acc, const int32_t *bias,
+                                                                        const float *mult, __m256 flo, __m256 fhi,
+                                                                        __m256i zy) {
+    const __m256 magic = _mm256_set1_ps(12582912.0f); /* 1.5 * 2^23 */
+    const __m256i v = _mm256_add_epi32(acc, _mm256_loadu_si256((const __m256i *)bias));
+    __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_loadu_ps(mult));
+    f = _mm256_max_ps(f, flo); /* f < flo ? flo : f (equal values are equal) */
+    f = _mm256_min_ps(f, fhi); /* f > fhi ? fhi : f */
+    f = _mm256_sub_ps(_mm256_add_ps(f, magic), magic);
+    return _mm256_add_epi32(_mm256_cvttps_epi32(f), zy);
+}
+
+/* 16 full columns (acc0: 0-7, acc1: 8-15) stored as bytes.  The values already lie in
+ * [lo, hi], inside the output type, so narrowing with saturation (signed packs when lo < 0,
+ * an int8 output; unsigned otherwise) equals the loop's truncating byte store. */
+static inline __attribute__((always_inline)) void outstage_ymm16(__m256i acc0, __m256i acc1, const int32_t *bias,
+                                                                 const float *mult, __m256 flo, __m256 fhi,
+                                                                 __m256i zy, int is_signed, uint8_t *out) {
+    const __m256i v0 = outstage_ymm_value(acc0, bias, mult, flo, fhi, zy);
+    const __m256i v1 = outstage_ymm_value(acc1, bias + 8, mult + 8, flo, fhi, zy);
+    /* packs_epi32 works per 128-bit lane: [v0 0-3, v1 0-3 | v0 4-7, v1 4-7] -> column order */
+    const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(v0, v1), 0xD8);
+    const __m128i lo = _mm256_castsi256_si128(w), hi = _mm256_extracti128_si256(w, 1);
+    _mm_storeu_si128((__m128i *)out, is_signed ? _mm_packs_epi16(lo, hi) : _mm_packus_epi16(lo, hi));
 }
 #endif

@@ -63,6 +63,29 @@ static void kernel(const void *a, int64_t lda, const void *b, int64_t bstride, i
     tiles[rows - 1](a, lda, b, kd, c);
 }
 
+/* The tile, then its requantization while it is in L1: full 16-column tiles through
+ * outstage_ymm16, a column tail through the one output stage's loop. */
+static void kernel_out(const void *a, int64_t lda, const void *b, int64_t bstride, int64_t kd, int rows, int nb,
+                       int64_t cols, int64_t row0, int64_t col0, const out_stage *os) {
+    int32_t c[AVX2_MR * QGEMM_NR_MAX] __attribute__((aligned(64)));
+    kernel(a, lda, b, bstride, kd, rows, nb, c);
+    if (cols < QGEMM_NBLOCK) {
+        qgemm_output_avx2(c, QGEMM_NR_MAX, rows, cols, row0, col0, os);
+        return;
+    }
+    const __m256 flo = _mm256_set1_ps(os->flo), fhi = _mm256_set1_ps(os->fhi);
+    const __m256i zy = _mm256_set1_epi32(os->zy);
+    const int32_t *bias = os->bias + col0;
+    const float *mult = os->mult + col0;
+    uint8_t *out = (uint8_t *)os->out + row0 * os->ldo + col0;
+    const int64_t ldo = os->ldo;
+    const int is_signed = os->lo < 0;
+    for (int i = 0; i < rows; ++i)
+        outstage_ymm16(_mm256_load_si256((const __m256i *)(c + i * QGEMM_NR_MAX)),
+                       _mm256_load_si256((const __m256i *)(c + i * QGEMM_NR_MAX + 8)), bias, mult, flo, fhi, zy,
+                       is_signed, out + i * ldo);
+}
+
 /* The instruction mix of the 6x16 tile's inner step -- 12 independent vpmaddwd + vpaddd pairs
  * -- on registers only.  Written in asm: the compiler would otherwise merge or hoist the
  * products of constant operands, or spill the accumulators. */
@@ -102,6 +125,7 @@ const qgemm_isa qgemm_isa_avx2 = {
     .b16 = 1,
     .kalign = 2,
     .kernel = kernel,
+    .kernel_out = kernel_out,
     .output = qgemm_output_avx2,
     .peak = peak,
 };
