@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import io
 import os
+import weakref
 from pathlib import Path
 
 import onnx
 import torch
 from torch import nn
+from torch.utils import _pytree as pytree
 
 from export.atomic import write_atomic
 from export.cleanup import clean
@@ -55,11 +57,37 @@ def build_quantized(
     args, kwargs = _as_tuple(example_inputs), dict(example_kwargs or {})
     if isinstance(example_inputs, dict):  # a transformer batch: keyword inputs by name
         args, kwargs = (), {**example_inputs, **kwargs}
-    model = clean(build_qdq(qmodel, args, kwargs, opset, dynamic_batch))
+    model = _qdq(qmodel, args, kwargs, opset, dynamic_batch)
     if format == "qoperator":
         model = clean(to_qoperator(model))
     check(model)
     return model
+
+
+# The last cleaned QDQ graph built, keyed by what it depends on: exporting one model in both
+# formats (QDQ, then QOperator from it) costs one torch.onnx pass, not two (DESIGN.md, Export).
+_LAST_QDQ: list = [None, None, b""]  # [weakref to the model, key, serialized QDQ model]
+
+
+def _qdq(qmodel: nn.Module, args: tuple, kwargs: dict, opset: int, dynamic: bool) -> onnx.ModelProto:
+    key = _fingerprint(qmodel, args, kwargs, opset, dynamic)
+    ref, last_key, data = _LAST_QDQ
+    if ref is not None and ref() is qmodel and last_key == key:
+        return onnx.load_from_string(data)
+    model = clean(build_qdq(qmodel, args, kwargs, opset, dynamic))
+    _LAST_QDQ[:] = [weakref.ref(qmodel), key, model.SerializeToString()]
+    return model
+
+
+def _fingerprint(qmodel: nn.Module, args: tuple, kwargs: dict, opset: int, dynamic: bool) -> tuple:
+    """What the QDQ graph depends on: the graph's code, every parameter and buffer (storage and
+    in-place version counter, so a training step or a re-calibration changes it), the
+    example inputs' shapes and dtypes, the opset and the batch mode."""
+    state = tuple((k, v.data_ptr(), v._version, tuple(v.shape), v.dtype)
+                  for k, v in qmodel.state_dict(keep_vars=True).items())
+    leaves, spec = pytree.tree_flatten((args, kwargs))
+    inputs = tuple((tuple(x.shape), x.dtype) if isinstance(x, torch.Tensor) else repr(x) for x in leaves)
+    return (getattr(qmodel, "code", None), state, str(spec), inputs, opset, dynamic, qmodel.training)
 
 
 def check(model: onnx.ModelProto) -> None:

@@ -216,3 +216,30 @@ def test_torchvision_models_agree_with_simulation(arch, mnist_split, tmp_path):
     model_proto = _export(q, tmp_path / f"{arch}.onnx", test[:2])
     agree = compare(q, ort_session(model_proto.SerializeToString()), test)
     assert_ort_agreement(agree, codes=0.0, saturated_top1=0.3)  # Zen 3 resnet18 64×64: 56.5 %
+
+
+def test_both_formats_share_one_torch_onnx_pass_until_the_model_changes(tmp_path, monkeypatch):
+    """QDQ then QOperator of one model: one torch.onnx export; an in-place weight update rebuilds."""
+    import export.api
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3)).eval()
+    x = torch.randn(4, 3, 12, 12)
+    q = compress.quantize(model, [x], progress=False)
+    builds = []
+    real = export.api.build_qdq
+    monkeypatch.setattr(export.api, "build_qdq", lambda *a: builds.append(1) or real(*a))
+    qdq = _export(q, tmp_path / "a.onnx", x[:2])
+    qop = _export(q, tmp_path / "b.onnx", x[:2], format="qoperator")
+    assert len(builds) == 1 and any(n.op_type == "QLinearConv" for n in qop.graph.node)
+    with torch.no_grad():
+        q.get_submodule("0").weight.mul_(-1.0)  # in place: same storage, new version
+    again = _export(q, tmp_path / "c.onnx", x[:2])
+    assert len(builds) == 2
+    w = {t.name: numpy_helper.to_array(t) for t in qdq.graph.initializer if t.data_type == onnx.TensorProto.INT8}
+    w2 = {t.name: numpy_helper.to_array(t) for t in again.graph.initializer if t.data_type == onnx.TensorProto.INT8}
+    assert any(not np.array_equal(w[k], w2[k]) for k in w if k in w2)
+    _export(q, tmp_path / "d.onnx", x[2:])  # other values, same shapes and state: cached
+    assert len(builds) == 2
+    _export(q, tmp_path / "e.onnx", x[:3])  # another example shape: built again
+    assert len(builds) == 3
