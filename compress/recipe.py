@@ -29,9 +29,11 @@ from compress.sources import (
     factory_kwargs_problem,
     first_line,
 )
+from quant.weight_only import WEIGHT_ONLY_BITS
 
 Path_ = tuple[str | int, ...]
 _REQUIRED = object()
+QUANTIZE_MODES = ("ptq", "qat", "dynamic", "weight_only")
 
 
 # --- YAML with line numbers -------------------------------------------------------------------
@@ -276,7 +278,9 @@ STAGE_SCHEMAS: dict[str, dict[str, Field]] = {
         "lr": Field(NUM, 3e-3, range=LR),
     },
     "quantize": {
-        "mode": Field((str,), "ptq", choices=("ptq", "qat")),
+        "mode": Field((str,), "ptq", choices=QUANTIZE_MODES,
+                      help="ptq/qat: static int8 graph; dynamic: int8 Linear with run-time activation scales; "
+                           "weight_only: 4/8-bit grouped Linear weights"),
         "method": Field((str,), "minmax", choices=("minmax", "percentile", "kl", "mse")),
         "per_channel": Field((bool,), True),
         "weight_bits": Field((int,), 8, choices=STATIC_WEIGHT_BITS),
@@ -291,6 +295,19 @@ STAGE_SCHEMAS: dict[str, dict[str, Field]] = {
         "freeze_bn_after": Field(OPT_INT, None, range=STEPS, help="qat only: steps"),
         "freeze_observers_after": Field(OPT_INT, None, range=STEPS, help="qat only: steps"),
         "learnable_scales": Field((bool,), False, help="qat only"),
+        "float_adds": Field((bool,), False, help="ptq: residual adds float (transformers), the Linears "
+                                                 "feeding them keep their int32 accumulator"),
+        "smoothquant": Field((int, float, type(None)), None, range=Range(0.0, 1.0),
+                             help="ptq/dynamic: SmoothQuant alpha before quantizing (null: off)"),
+        "max_drop": Field((int, float, type(None)), None, range=Range(0.0, 100.0),
+                          help="ptq: accuracy control, keep the fewest layers float so test accuracy stays "
+                               "within this many points of fp32 (null: off)"),
+        "granularity": Field((str,), "per_tensor", choices=("per_tensor", "per_token"),
+                             help="dynamic: one activation scale per tensor or per row (token)"),
+        "bits": Field((int,), 4, choices=WEIGHT_ONLY_BITS, help="weight_only"),
+        "group_size": Field((int,), 128, choices=(16, 32, 64, 128, 256, 512, 1024), help="weight_only"),
+        "algorithm": Field((str,), "rtn", choices=("rtn", "gptq", "awq"), help="weight_only"),
+        "symmetric": Field((bool,), False, help="weight_only: no zero point per group"),
     },
     "export": {
         "format": Field((str,), "qdq", choices=("qdq", "qoperator")),
@@ -308,6 +325,20 @@ STAGE_SCHEMAS: dict[str, dict[str, Field]] = {
     "report": {"plot": Field((bool,), True)},
 }
 QAT_ONLY = ("epochs", "lr", "freeze_bn_after", "freeze_observers_after", "learnable_scales")
+_STATIC = ("method", "per_channel", "weight_bits", "weight_range", "activation_dtype", "percentile")
+# quantize keys that apply to some modes only (the others: mode, max_batches, skip apply to all)
+MODE_KEYS: dict[str, tuple[str, ...]] = {
+    "ptq": (*_STATIC, "float_adds", "smoothquant", "max_drop"),
+    "qat": (*_STATIC, *QAT_ONLY),
+    "dynamic": ("granularity", "smoothquant"),
+    "weight_only": ("bits", "group_size", "algorithm", "symmetric"),
+}
+_MODE_SPECIFIC = {k for keys in MODE_KEYS.values() for k in keys}
+
+
+def modes_of(key: str) -> list[str]:
+    """The quantize modes that accept ``key``."""
+    return [mode for mode, keys in MODE_KEYS.items() if key in keys]
 TOP_SCHEMA: dict[str, Field] = {
     "name": Field((str, type(None)), None, help="null: the file's name"),
     "seed": Field((int,), 0, range=Range(0, 2**31 - 1)),
@@ -321,8 +352,8 @@ TOP_SCHEMA: dict[str, Field] = {
 def stage_schema(name: str, mode: str | None = None) -> dict[str, Field]:
     """The keys a stage accepts; a PTQ quantize stage does not offer the QAT-only keys."""
     schema = STAGE_SCHEMAS[name]
-    if name == "quantize" and mode == "ptq":
-        return {k: v for k, v in schema.items() if k not in QAT_ONLY}
+    if name == "quantize" and mode in MODE_KEYS:
+        return {k: v for k, v in schema.items() if k not in _MODE_SPECIFIC or k in MODE_KEYS[mode]}
     return schema
 
 
@@ -436,9 +467,9 @@ class _Validator:
             raise self.error((*path, name), f"unknown stage;{hint} choose one of {list(STAGE_SCHEMAS)}")
         given = {} if options is None else options
         mode = given.get("mode", "ptq") if isinstance(given, dict) else None
-        if name == "quantize" and mode == "ptq":
-            if extra := [k for k in QAT_ONLY if k in given]:
-                raise self.error((*path, name, extra[0]), "only applies to mode: qat")
+        if name == "quantize" and mode in MODE_KEYS:
+            if extra := [k for k in given if k in _MODE_SPECIFIC and k not in MODE_KEYS[mode]]:
+                raise self.error((*path, name, extra[0]), f"only applies to mode: {', '.join(modes_of(extra[0]))}")
         opts = self.mapping(given, stage_schema(name, mode if isinstance(mode, str) else None), (*path, name))
         if name == "distill" and isinstance(opts["teacher"], dict):
             opts["teacher"] = self.mapping(opts["teacher"], MODEL_SCHEMA, (*path, name, "teacher"))
@@ -458,6 +489,11 @@ class _Validator:
                 raise self.error(path, "only one quantize stage per recipe")
             if st.name == "export" and "quantize" not in seen:
                 raise self.error(path, "export needs a quantize stage before it")
+            if st.name == "export" and st.options["format"] != "qdq":
+                mode = stages[seen["quantize"]].options["mode"]
+                if mode in ("dynamic", "weight_only"):
+                    raise self.error((*path, "format"), f"quantize mode {mode!r} exports its own operator form "
+                                     "(MatMulInteger / MatMulNBits): leave format at 'qdq'")
             if st.name == "distill" and st.options["teacher"] == "before_prune" and "prune" not in seen:
                 raise self.error((*path, "teacher"), "'before_prune' needs a prune stage before distill")
             if st.name == "report" and "evaluate" not in seen:

@@ -107,11 +107,32 @@ def quant_kwargs(o: dict[str, Any]) -> dict[str, Any]:
                 percentile=float(o["percentile"]), skip=o["skip"])
 
 
+def _smoothed(state: RunState, o: dict[str, Any], max_batches: int | None) -> nn.Module:
+    """The float model, with SmoothQuant applied when the stage asks for it (a copy then)."""
+    if o.get("smoothquant") is None:
+        return state.model
+    return compress.smooth_quant(state.model, state.train_loader, alpha=float(o["smoothquant"]), skip=o["skip"],
+                                 max_batches=max_batches)
+
+
 def prepare_quantized(state: RunState, o: dict[str, Any], max_batches: int | None, progress: bool) -> nn.Module:
-    """The fake-quant model a quantize stage starts from (calibrated; QAT: not yet trained)."""
-    if o["mode"] == "ptq":
-        return compress.quantize(state.model, state.train_loader, max_batches=max_batches, progress=progress,
-                                 **quant_kwargs(o))
+    """The quantized model a quantize stage starts from (static: calibrated fake-quant, QAT: not yet
+    trained; dynamic / weight-only: Linear layers swapped for their integer simulations)."""
+    mode = o["mode"]
+    if mode == "dynamic":
+        return compress.quantize_dynamic(_smoothed(state, o, max_batches), skip=o["skip"],
+                                         granularity=o["granularity"])
+    if mode == "weight_only":
+        return compress.quantize_weight_only(state.model, state.train_loader, bits=o["bits"],
+                                             group_size=o["group_size"], method=o["algorithm"],
+                                             symmetric=o["symmetric"], skip=o["skip"], max_batches=max_batches)
+    if mode == "ptq":
+        control = {}
+        if o["max_drop"] is not None:
+            test = state.test_loader
+            control = dict(eval_fn=lambda m: accuracy(m, test), max_drop=float(o["max_drop"]))
+        return compress.quantize(_smoothed(state, o, max_batches), state.train_loader, max_batches=max_batches,
+                                 progress=progress, float_adds=o["float_adds"], **control, **quant_kwargs(o))
     return compress.prepare_qat(
         state.model, state.example, calib_loader=state.train_loader, max_batches=max_batches, progress=progress,
         freeze_bn_after=o["freeze_bn_after"], freeze_observers_after=o["freeze_observers_after"],
@@ -125,18 +146,29 @@ def quantize(state: RunState, stage: Stage) -> None:
     if o["mode"] == "qat":
         _fit(state, qmodel, o["epochs"], float(o["lr"]), stage)
     state.qmodel = qmodel.eval()
-    if state.show:  # what runs int8, what stayed float and why, each output's SQNR (compress.layer_report)
+    static = o["mode"] in ("ptq", "qat")
+    if state.show and static:  # what runs int8, what stayed float and why, each output's SQNR (compress.layer_report)
         print(compress.layer_report(state.qmodel, state.train_loader, max_batches=2).table())
     state.info[f"{stage.index}:{stage.name}"] = {
         "test_accuracy": accuracy(state.qmodel, state.test_loader)
     }
+    report = getattr(state.qmodel, "accuracy_report", None)
+    if report is not None:  # accuracy control: which layers stayed float and why
+        state.info[f"{stage.index}:{stage.name}"]["kept_float"] = list(getattr(report, "kept_float", []))
 
 
 def export(state: RunState, stage: Stage) -> None:
     assert state.qmodel is not None  # recipe validation puts quantize before export
     o = stage.options
+    mode = next(st.options["mode"] for st in state.recipe.stages if st.name == "quantize")
     if distributed.is_writer():
-        compress.export_onnx(state.qmodel, state.out / INT8_FILE, state.example, format=o["format"], opset=o["opset"])
+        if mode == "dynamic":
+            compress.export_dynamic(state.qmodel, state.out / INT8_FILE, (state.example,), opset=o["opset"])
+        elif mode == "weight_only":
+            compress.export_weight_only(state.qmodel, state.out / INT8_FILE, (state.example,), opset=o["opset"])
+        else:
+            compress.export_onnx(state.qmodel, state.out / INT8_FILE, state.example, format=o["format"],
+                                 opset=o["opset"])
         if o["fp32"]:
             export_float(state.model, state.out / FP32_FILE, state.example, opset=o["opset"])
     state.artifacts["int8_onnx"] = INT8_FILE
