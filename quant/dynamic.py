@@ -13,14 +13,15 @@ MatMulInteger → Cast → Mul(s_x·s_w) → Add(bias) (per token: MatMulInteger
 ``− z_row·colsum(W)`` in int32, Cast, Mul(s_row·s_w)): an exact integer accumulator, converted
 to fp32 and multiplied by the fp32 product of the scales.  No calibration data is needed.
 
-LSTM and GRU are not converted (the exported graph would need ONNX Runtime's
-DynamicQuantizeLSTM, which neither the exporter nor the runtime implements); they stay float
-and :func:`quantize_dynamic` says so.
+LSTM, GRU and RNN layers have no dynamic int8 form here: the exported graph would need ONNX
+Runtime's com.microsoft DynamicQuantizeLSTM (no GRU counterpart), which neither the exporter
+nor the runtime implements, and a float LSTM with dequantized weights is not dynamic
+quantization.  :func:`quantize_dynamic` therefore refuses a model holding one, naming it,
+unless the caller keeps it float on purpose by listing it in ``skip``.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable
 
 import torch
@@ -109,10 +110,12 @@ def quantize_dynamic(model: nn.Module, *, skip: Iterable[str] = (), granularity:
     if unknown := sorted(skip - set(modules)):
         raise QuantError(f"skip names unknown modules {unknown}")
     names = [n for n, m in modules.items() if is_linear_like(m) and n not in skip]
-    recurrent = [n for n, m in modules.items() if isinstance(m, RECURRENT)]
+    recurrent = [n for n, m in modules.items() if isinstance(m, RECURRENT) and n not in skip]
     if recurrent:
-        warnings.warn(f"dynamic int8 leaves recurrent layers float (no exportable integer form): {recurrent}",
-                      stacklevel=2)
+        kinds = sorted({type(modules[n]).__name__ for n in recurrent})
+        raise QuantError(f"dynamic int8 has no integer form for {'/'.join(kinds)} layers {recurrent} (ONNX Runtime's "
+                         "DynamicQuantizeLSTM is not implemented here); pass skip="
+                         f"{recurrent} to keep them float and quantize the Linear layers")
     if not names:
         raise QuantError(f"{type(model).__name__} has no Linear layers to quantize dynamically")
     for name in names:
