@@ -63,20 +63,25 @@ def layer_normalization(node, graph, opts):
     axis, eps, stash = node.attrs["axis"], node.attrs["epsilon"], _stash(node)
 
     def run(x, scale, bias=None):
-        axes = tuple(range(axis % x.ndim, x.ndim))
-        xs = x.astype(stash, copy=False)
-        mean = xs.mean(axis=axes, keepdims=True)
+        # the specification's arithmetic and order (one row per normalised group: sum / n,
+        # d = x - mean, sum(d * d) / n, 1 / sqrt(var + eps), d * inv * scale + bias), in place
+        a = axis % x.ndim
+        stats_shape = x.shape[:a] + (1,) * (x.ndim - a)
+        rows, cols = int(np.prod(x.shape[:a], dtype=np.int64)), int(np.prod(x.shape[a:], dtype=np.int64))
+        xs = x.astype(stash, copy=False).reshape(rows, cols)
+        n = stash(xs.shape[1])
+        mean = xs.sum(axis=1, keepdims=True) / n
         d = xs - mean  # the one full-size temporary: squared, normalised and scaled in place
-        inv = np.square(d).mean(axis=axes, keepdims=True)
+        inv = np.square(d).sum(axis=1, keepdims=True) / n
         inv += stash(eps)
         np.sqrt(inv, out=inv)
         np.reciprocal(inv, out=inv)
         d *= inv
-        y = d.astype(x.dtype, copy=False)
+        y = d.astype(x.dtype, copy=False).reshape(x.shape)
         y *= scale
         if bias is not None:
             y += bias
-        return [y, mean, inv]
+        return [y, mean.reshape(stats_shape), inv.reshape(stats_shape)]
 
     return run
 
@@ -101,8 +106,14 @@ def batch_normalization(node, graph, opts):
     def run(x, scale, bias, mean, var):
         shape = (1, -1) + (1,) * (x.ndim - 2)
         if not training:
-            y = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + x.dtype.type(eps))
-            return [(y * scale.reshape(shape) + bias.reshape(shape)).astype(x.dtype)]
+            # the specification's order, scale * (x - mean) / sqrt(var + eps) + bias, so every
+            # rounding is the reference's (ORT folds to x * s' + b': other ulps, other codes
+            # after a QuantizeLinear near a .5 boundary)
+            y = np.subtract(x, mean.reshape(shape))
+            y *= scale.reshape(shape)
+            y /= np.sqrt(var.reshape(shape) + x.dtype.type(eps))
+            y += bias.reshape(shape)
+            return [y.astype(x.dtype, copy=False)]
         axes = (0, *range(2, x.ndim))
         batch_mean, batch_var = x.mean(axis=axes), x.var(axis=axes)
         y = (x - batch_mean.reshape(shape)) / np.sqrt(batch_var.reshape(shape) + x.dtype.type(eps))

@@ -227,3 +227,32 @@ def test_gelu_stays_in_float32_and_matches_the_reference(approximate):
     ours, ref = _both(_single(node, x, None, opset=20), {"x": x})
     assert ours[0].dtype == np.float32
     np.testing.assert_allclose(ours[0], ref[0], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("axis", [-1, -2, 1])
+def test_layer_normalization_rounds_exactly_as_the_reference(axis):
+    """Same arithmetic in the same order as the specification, so a float LayerNorm between
+    DequantizeLinear and QuantizeLinear gives the reference's codes, not ulps away."""
+    x = (RNG.standard_normal((2, 5, 7, 96)) * 3 + 1).astype(np.float32)
+    w, b = (RNG.standard_normal(x.shape[axis:]).astype(np.float32) for _ in range(2))
+    node = helper.make_node("LayerNormalization", ["x", "w", "b"], ["y", "mean", "inv"], axis=axis, epsilon=1e-6)
+    model = make_model(
+        [node],
+        [tensor("x", list(x.shape))],
+        [tensor("y", None), tensor("mean", None), tensor("inv", None)],
+        [const("w", w), const("b", b)],
+        17,
+    )
+    ours, ref = _both(model, {"x": x})
+    for o, r in zip(ours, ref, strict=True):
+        assert o.shape == r.shape and np.array_equal(o, r)
+
+
+def test_batch_normalization_rounds_exactly_as_the_reference():
+    x = (RNG.standard_normal((2, 16, 9, 9)) * 3).astype(np.float32)
+    s, b, m = (RNG.standard_normal(16).astype(np.float32) for _ in range(3))
+    v = (RNG.random(16) + 0.1).astype(np.float32)
+    node = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], epsilon=1e-5)
+    inits = [const("s", s), const("b", b), const("m", m), const("v", v)]
+    ours, ref = _both(_single(node, x, None, inits, opset=15), {"x": x})
+    assert np.array_equal(ours[0], ref[0])
