@@ -224,12 +224,65 @@ def _nbits_nodes(site: LinearSite, name: str, module: WeightOnlyLinear, graph: o
                              domain=MS_DOMAIN, K=k, N=n, bits=spec.bits, block_size=spec.group_size)]
 
 
+def _packed_tensor(values: np.ndarray, name: str, data_type: int) -> onnx.TensorProto:
+    """An INT4/UINT4 (two codes a byte, first element in the low nibble, as ONNX stores them) or
+    8-bit initializer of ``values``' shape."""
+    if data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
+        flat = (values.reshape(-1).astype(np.int16) & 0xF).astype(np.uint8)
+        if flat.size % 2:
+            flat = np.append(flat, np.uint8(0))
+        raw = (flat[0::2] | (flat[1::2] << 4)).astype(np.uint8).tobytes()
+        return helper.make_tensor(name, data_type, values.shape, raw, raw=True)
+    return numpy_helper.from_array(values.astype(np.int8 if data_type == onnx.TensorProto.INT8 else np.uint8), name)
+
+
+def _blocked_dq_nodes(site: LinearSite, name: str, module: WeightOnlyLinear, graph: onnx.GraphProto) -> list:
+    """Opset-21 DequantizeLinear of the (K, N) codes, blocked along K (``block_size`` = group),
+    then a plain MatMul: symmetric groups as signed codes without zero point, asymmetric ones as
+    unsigned codes with a zero point per block."""
+    spec = module.spec
+    codes_kn = module.codes.numpy().astype(np.int16).T  # (K, N) unsigned codes
+    scale_kn = np.ascontiguousarray(module.scale.numpy().astype(np.float32).T)  # (K/g, N)
+    if spec.symmetric:  # unsigned codes around 2^(b-1) -> signed codes around 0, same values
+        dtype = onnx.TensorProto.INT4 if spec.bits == 4 else onnx.TensorProto.INT8
+        inits = [_packed_tensor(codes_kn - (1 << (spec.bits - 1)), f"{name}.qweight", dtype)]
+    else:
+        dtype = onnx.TensorProto.UINT4 if spec.bits == 4 else onnx.TensorProto.UINT8
+        zero_kn = module.zero.numpy().astype(np.int16).T
+        inits = [_packed_tensor(codes_kn, f"{name}.qweight", dtype)]
+    inits.append(numpy_helper.from_array(scale_kn, f"{name}.scales"))
+    if not spec.symmetric:
+        inits.append(_packed_tensor(zero_kn, f"{name}.zero_points", dtype))
+    graph.initializer.extend(inits)
+    w = f"{name}/weight"
+    return [helper.make_node("DequantizeLinear", [t.name for t in inits], [w], name=f"{name}/DequantizeLinear",
+                             axis=0, block_size=spec.group_size),
+            helper.make_node("MatMul", [site.node.input[0], w], [site.node.output[0]], name=f"{name}/MatMul")]
+
+
+WEIGHT_ONLY_FORMATS = ("matmulnbits", "dequantize_linear")
+BLOCKED_DQ_OPSET = 21
+
+
 def build_weight_only(
-    qmodel: nn.Module, example_inputs: tuple | Mapping[str, torch.Tensor], **export_kwargs
+    qmodel: nn.Module, example_inputs: tuple | Mapping[str, torch.Tensor], *, format: str = "matmulnbits",
+    **export_kwargs
 ) -> onnx.ModelProto:
-    """The checked ONNX model of a weight-only quantized model, in memory."""
+    """The checked ONNX model of a weight-only quantized model, in memory: ``format`` 'matmulnbits'
+    (com.microsoft MatMulNBits) or 'dequantize_linear' (opset-21 blocked DequantizeLinear of
+    INT4/UINT4 initializers + MatMul, standard ONNX)."""
+    if format not in WEIGHT_ONLY_FORMATS:
+        raise OnnxExportError(f"weight-only format must be one of {list(WEIGHT_ONLY_FORMATS)}, got {format!r}")
+    rewrite = _nbits_nodes
+    if format == "dequantize_linear":
+        opset = export_kwargs.get("opset") or BLOCKED_DQ_OPSET
+        if opset < BLOCKED_DQ_OPSET:
+            raise OnnxExportError(f"format 'dequantize_linear' needs opset >= {BLOCKED_DQ_OPSET} (block_size, "
+                                  f"INT4/UINT4), got opset {opset}")
+        export_kwargs["opset"] = opset
+        rewrite = _blocked_dq_nodes
     twin, found = float_twin(qmodel, (WeightOnlyLinear,), lambda m: m.dequantized_weight())
-    model = replace_sites(export_float_model(twin, example_inputs, **export_kwargs), found, _nbits_nodes)
+    model = replace_sites(export_float_model(twin, example_inputs, **export_kwargs), found, rewrite)
     check(model)
     return model
 
@@ -237,7 +290,8 @@ def build_weight_only(
 def export_weight_only(
     qmodel: nn.Module, path: str | os.PathLike, example_inputs: tuple | Mapping[str, torch.Tensor], **export_kwargs
 ) -> Path:
-    """Write the MatMulNBits ONNX file of a weight-only quantized model atomically.
+    """Write the ONNX file of a weight-only quantized model atomically.
 
-    ``export_kwargs``: input_names, output_names, dynamic_axes, opset (see export_float_model)."""
+    ``export_kwargs``: format ('matmulnbits' or 'dequantize_linear', see build_weight_only),
+    input_names, output_names, dynamic_axes, opset (see export_float_model)."""
     return write_atomic(path, build_weight_only(qmodel, example_inputs, **export_kwargs).SerializeToString())

@@ -25,6 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 from runtime.errors import InferenceError
 from runtime.graph import Graph, Node, ValueInfo
 from runtime.validate import (
+    PACKED_4BIT,
     ShapePlan,
     check_choices,
     check_model,
@@ -199,6 +200,8 @@ def load_model(path_or_bytes: str | os.PathLike | bytes, limit: int | None = Non
     for t in g.initializer:
         try:
             constants[t.name] = numpy_helper.to_array(t)
+            if t.data_type in PACKED_4BIT:  # ml_dtypes int4/uint4 -> one int8/uint8 per element
+                constants[t.name] = constants[t.name].astype(PACKED_4BIT[t.data_type])
         except Exception as exc:  # validated above; anything left is still the file's fault
             raise InferenceError(f"{source}: initializer {t.name!r} unreadable ({exc})") from None
     graph = Graph(

@@ -49,8 +49,11 @@ MAX_DIM = 1 << 40  # no real tensor has a longer axis; longer ones overflow int6
 _NUMERIC = {
     TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.INT8,
     TensorProto.UINT8, TensorProto.INT16, TensorProto.UINT16, TensorProto.INT32, TensorProto.UINT32,
-    TensorProto.INT64, TensorProto.UINT64, TensorProto.BOOL,
+    TensorProto.INT64, TensorProto.UINT64, TensorProto.BOOL, TensorProto.INT4, TensorProto.UINT4,
 }
+# 4-bit types: stored two to a byte (raw_data, or int32_data entries each holding one byte);
+# the loader widens them to int8/uint8, one byte per element.
+PACKED_4BIT = {TensorProto.INT4: np.int8, TensorProto.UINT4: np.uint8}
 # The typed field each element type is stored in when raw_data is absent (ONNX's TensorProto rules).
 _TYPED_FIELD = {
     TensorProto.FLOAT: "float_data", TensorProto.DOUBLE: "double_data", TensorProto.INT64: "int64_data",
@@ -79,6 +82,8 @@ def memory_limit(given: int | None = None) -> int:
 
 
 def _itemsize(elem_type: int) -> int:
+    if elem_type in PACKED_4BIT:
+        return 1
     return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)).itemsize
 
 
@@ -115,14 +120,15 @@ def check_tensor(t: TensorProto, where: str, limit: int) -> int:
         return size  # read and checked against its file by the loader
     if t.segment.end or t.segment.begin:
         raise InferenceError(f"{where}: segmented tensors are not supported")
+    packed = (count + 1) // 2 if t.data_type in PACKED_4BIT else count
     if t.HasField("raw_data"):
-        stored, unit = len(t.raw_data), _itemsize(t.data_type)
-        if stored != size:
-            raise InferenceError(f"{where}: raw data holds {stored} bytes, dims {dims} need {count * unit}")
+        stored, need = len(t.raw_data), packed if t.data_type in PACKED_4BIT else size
+        if stored != need:
+            raise InferenceError(f"{where}: raw data holds {stored} bytes, dims {dims} need {need}")
         return size
     field = _TYPED_FIELD.get(t.data_type, "int32_data")
     stored = len(getattr(t, field))
-    if stored != count:
+    if stored != packed:
         raise InferenceError(f"{where}: {field} holds {stored} values, dims {dims} need {count}")
     return size
 
@@ -160,7 +166,8 @@ def _const_array(name: str, tensors: Mapping[str, TensorProto]) -> np.ndarray | 
     if t is None or t.data_location == TensorProto.EXTERNAL:
         return None
     try:
-        return onnx.numpy_helper.to_array(t)
+        a = onnx.numpy_helper.to_array(t)
+        return a.astype(PACKED_4BIT[t.data_type]) if t.data_type in PACKED_4BIT else a
     except Exception as exc:  # checked above, so this is the helper's own limit
         raise InferenceError(f"tensor {name!r}: cannot be read ({exc})") from None
 

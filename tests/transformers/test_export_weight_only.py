@@ -95,3 +95,38 @@ def test_awq_input_scaling_is_exported_once(tmp_path):
     out = runtime.InferenceSession(str(path), threads=1).run(None, {"input": x.numpy()})[0]
     with torch.no_grad():
         np.testing.assert_allclose(out, q(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("bits", "symmetric"), [(4, False), (4, True), (8, False)])
+def test_blocked_dequantize_linear_form_runs_like_matmulnbits(tmp_path, bits, symmetric):
+    """Opset-21 DequantizeLinear (INT4/UINT4 initializers, block_size = group) + MatMul: standard
+    ONNX, the same numbers as the simulation in our runtime and in ONNX Runtime."""
+    import onnx
+
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(128, 96), nn.GELU(), nn.Linear(96, 64)).eval()
+    q = compress.quantize_weight_only(model, [torch.randn(8, 128) for _ in range(2)], bits=bits, group_size=32,
+                                      symmetric=symmetric)
+    x = torch.randn(5, 128)
+    path = compress.export_weight_only(q, tmp_path / "dq.onnx", (x,), format="dequantize_linear")
+    m = onnx.load(str(path))
+    assert next(o.version for o in m.opset_import if o.domain == "") == 21
+    assert not any(n.op_type == "MatMulNBits" for n in m.graph.node)
+    dq = [n for n in m.graph.node if n.op_type == "DequantizeLinear"]
+    assert len(dq) == 2 and all(a.i == 32 for n in dq for a in n.attribute if a.name == "block_size")
+    wanted = {(4, False): onnx.TensorProto.UINT4, (4, True): onnx.TensorProto.INT4, (8, False): onnx.TensorProto.UINT8}
+    codes = [t for t in m.graph.initializer if t.name.endswith("qweight")]
+    assert {t.data_type for t in codes} == {wanted[(bits, symmetric)]}
+    if bits == 4:  # two codes a byte in the file
+        assert all(len(t.raw_data) == (np.prod(t.dims) + 1) // 2 for t in codes)
+    with torch.no_grad():
+        sim = q(x).numpy()
+    ours = runtime.InferenceSession(str(path), threads=1).run(None, {"input": x.numpy()})[0]
+    np.testing.assert_allclose(ours, sim, rtol=1e-5, atol=1e-5)
+    ort = pytest.importorskip("onnxruntime")
+    opts = ort.SessionOptions()  # ORT turns DQ+MatMul into MatMulNBits with int8 activations unless told not to
+    opts.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
+    theirs = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})
+    np.testing.assert_allclose(theirs[0], sim, rtol=1e-5, atol=1e-5)
+    with pytest.raises(compress.CompressError, match="opset >= 21"):
+        compress.export_weight_only(q, tmp_path / "dq17.onnx", (x,), format="dequantize_linear", opset=17)
