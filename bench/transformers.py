@@ -230,21 +230,37 @@ def minilm_section(quick: bool, rounds: int) -> str:
         fp32.write_bytes(export_float_model(model, test, **kw).SerializeToString())
         files["fp32"] = fp32
 
-        # static W8A8 through compress.quantize (torch.export capture of the HF model)
-        for label, smooth in (("static W8A8 minmax", None), ("static W8A8 SmoothQuant α=0.5", 0.5)):
+        # static W8A8 through compress.quantize (torch.export capture of the HF model); with float adds
+        # the Linears feeding the residual stream keep their int32 accumulator (no uint8 output grid)
+        for label, smooth in (("static W8A8 minmax", None), ("static W8A8 SmoothQuant α=0.5", 0.5),
+                              ("static W8A8 SmoothQuant α=0.7", 0.7)):
             for float_adds in (False, True):
+                adds = "float residual stream" if float_adds else "adds int8"
                 try:
                     base = model if smooth is None else compress.smooth_quant(model, calib, alpha=smooth)
                     q = compress.quantize(base, calib, float_adds=float_adds, progress=False)
-                    row(f"{label}, adds {'float' if float_adds else 'int8'} (sim)", torch_embed(q, test))
+                    row(f"{label}, {adds} (sim)", torch_embed(q, test))
+                    if float_adds:
+                        name = f"ours {label}, {adds}"
+                        files[name] = compress.export_onnx(q, folder / f"static_{smooth}.onnx", (),
+                                                           example_kwargs=test)
+                        sim = torch_embed(q, test)
+                        for engine, sess in (("our runtime", runtime.InferenceSession(str(files[name]), threads=1)),
+                                             ("ONNX Runtime", ort_session(files[name]))):
+                            out = sess.run(None, feed_test)[0]
+                            row(f"{name} ({engine})", out, f"max abs diff to sim {np.abs(out - sim).max():.1e}")
                 except Exception as exc:  # the capture of HF models is another helper's work in progress
-                    rows.append(f"| {label}, adds {'float' if float_adds else 'int8'} | - | - | - | "
+                    rows.append(f"| {label}, {adds} | - | - | - | "
                                 f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]} |")
                     print(rows[-1], flush=True)
 
         dyn = compress.quantize_dynamic(model)
         row("dynamic int8 (sim)", torch_embed(dyn, test))
         files["ours dynamic int8"] = compress.export_dynamic(dyn, folder / "dynamic.onnx", test, **kw)
+        dyn_token = compress.quantize_dynamic(model, granularity="per_token")
+        row("dynamic int8 per-token (sim)", torch_embed(dyn_token, test))
+        files["ours dynamic int8 per-token"] = compress.export_dynamic(dyn_token, folder / "dynamic_token.onnx",
+                                                                       test, **kw)
         smooth_dyn = compress.quantize_dynamic(compress.smooth_quant(model, calib, alpha=0.7))
         row("dynamic int8 + SmoothQuant α=0.7 (sim)", torch_embed(smooth_dyn, test))
         files["ours dynamic int8 + SmoothQuant α=0.7"] = compress.export_dynamic(
@@ -259,8 +275,10 @@ def minilm_section(quick: bool, rounds: int) -> str:
             files[f"ours {name}"] = compress.export_weight_only(q, folder / f"{name.replace(' ', '_')}.onnx",
                                                                  test, **kw)
         for name, path in files.items():
-            if name != "fp32":
+            if name != "fp32" and "static" not in name:
                 row(f"{name} (our runtime)", runtime.InferenceSession(str(path), threads=1).run(None, feed_test)[0])
+        row("ours dynamic int8 per-token (ONNX Runtime)",
+            ort_session(files["ours dynamic int8 per-token"]).run(None, feed_test)[0])
         peers = ort_peers(fp32, folder, calib)
         for name, path in peers.items():
             row(f"{name} (ONNX Runtime)", ort_session(path).run(None, feed_test)[0])
@@ -279,10 +297,14 @@ def minilm_section(quick: bool, rounds: int) -> str:
     ids = torch.randint(1000, 20000, (8, TOKENS))
     feeds = {b: {"input_ids": ids[:b].numpy(), "attention_mask": np.ones((b, TOKENS), np.int64)} for b in (1, 8)}
     timed = {"fp32": files["fp32"], "ours dynamic int8": files["ours dynamic int8"],
+             "ours dynamic int8 per-token": files["ours dynamic int8 per-token"],
+             "ours static W8A8 SmoothQuant α=0.7, float residual stream":
+                 files.get("ours static W8A8 SmoothQuant α=0.7, float residual stream"),
              "ours weight-only int4 g128 GPTQ": files["ours weight-only int4 g128 GPTQ"],
              "ORT quantize_dynamic": files["ORT quantize_dynamic"]}
     if "ORT MatMulNBitsQuantizer int4 g128" in files:
         timed["ORT MatMulNBitsQuantizer int4 g128"] = files["ORT MatMulNBitsQuantizer int4 g128"]
+    timed = {k: v for k, v in timed.items() if v is not None}
     sessions, skipped = {}, []
     for name, path in timed.items():
         sessions[f"{name}|ORT"] = ort_session(path)
@@ -302,6 +324,101 @@ def minilm_section(quick: bool, rounds: int) -> str:
                        f"| {name} | {b} | - | {theirs:.1f} | - |")
     out += [f"- {s}" for s in skipped]
     return "\n".join(out)
+
+
+# ---- static W8A8 ablation: where the cosine is lost --------------------------------------------------
+
+# quantizer groups of the captured MiniLM graph, by the labels prepare gives its quantizers
+ABLATION_GROUPS = [
+    ("embedding sum (word + position + type)", r"^add (input|output)"),
+    ("residual adds (outputs)", r"^add_\d+ output"),
+    ("LayerNorm outputs (Q/K/V and FC1 inputs)", r"(query|key|value|intermediate\.dense)(\.linear)? input \("),
+    ("Q/K/V outputs (attention matmul inputs)", r"(query|key|value)(\.linear)? output"),
+    ("scores QKᵀ", r"^matmul(_\d*[02468])? output"),
+    ("softmax output (PV input)", r"^matmul_\d+ input \(dropout"),
+    ("context PV (out-proj input)", r"^matmul_\d*[13579] output"),
+    ("attention out-proj output", r"attention\.output\.dense(\.linear)? output"),
+    ("FC1 output (GELU input)", r"intermediate\.dense(\.linear)? output"),
+    ("GELU output (FC2 input)", r"input \(gelu"),
+    ("FC2 output", r"layer\.\d+\.output\.dense(\.linear)? output"),
+]
+
+
+def ablation_group(label: str) -> str | None:
+    import re
+
+    return next((g for g, pattern in ABLATION_GROUPS if re.search(pattern, label)), None)
+
+
+def release_groups(qmodel, groups: set[str]):
+    """A copy of the static fake-quant model with the activation quantizers of ``groups`` off: their
+    tensors stay float, and the integer ops next to them run in float on the (other) quantized values."""
+    from quant.fake_quant import FakeQuantize, WeightFakeQuantize
+    from quant.modules import QuantAdd, QuantLinear, QuantMatMul
+
+    q = copy.deepcopy(qmodel)
+    mods = dict(q.named_modules())
+    off = {n for n, m in mods.items() if isinstance(m, FakeQuantize) and not isinstance(m, WeightFakeQuantize)
+           and ablation_group(m.name) in groups}
+    for n in off:
+        mods[n].quant_enabled.fill_(0)
+
+    def released(a) -> bool:
+        return getattr(a, "op", None) == "call_module" and a.target in off
+
+    for node in q.graph.nodes:
+        if node.op != "call_module":
+            continue
+        m = mods[node.target]
+        out_off = any(released(u) for u in node.users)
+        if isinstance(m, QuantLinear):
+            if released(node.args[0]):
+                node.args = (node.args[0],)  # float input: fake-quantized weights, float product
+            elif out_off:
+                node.args = node.args[:2]  # int32 accumulator, no output grid
+        elif isinstance(m, (QuantAdd, QuantMatMul)) and (released(node.args[0]) or released(node.args[1]) or out_off):
+            node.args = (*node.args[:6], None, None, None)  # the float op
+    q.recompile()
+    return q
+
+
+def ablation_section() -> str:
+    """Static W8A8 minmax with int8 adds: release one quantizer group at a time, and keep one at a time."""
+    from quant.fake_quant import WeightFakeQuantize
+    from quant.prepare import quantizers
+
+    model, tokenizer = load()
+    calib = [encode(tokenizer, CALIBRATION[i : i + 8]) for i in range(0, len(CALIBRATION), 8)]
+    test = encode(tokenizer, SENTENCES)
+    ref = torch_embed(model, test)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = compress.quantize(model, calib, float_adds=False, progress=False)
+    labels = [m.name for _, m in quantizers(q) if not isinstance(m, WeightFakeQuantize)]
+    if unknown := [label for label in labels if ablation_group(label) is None]:
+        raise SystemExit(f"ablation: quantizers outside every group: {unknown}")
+    groups = [g for g, _ in ABLATION_GROUPS]
+    lines = ["### Static W8A8 ablation (MiniLM-L6, minmax, per-tensor uint8 activations, int8 adds)", "",
+             "Mean cosine to fp32 (48 evaluation sentences); 'released' = that group's quantizers off, all others on;",
+             "'alone' = only that group quantized (weights int8 throughout).", "",
+             "| quantizer group | quantizers | released: mean cos | alone: mean cos | alone: min cos |",
+             "|---|---:|---:|---:|---:|"]
+    everything = metrics(torch_embed(q, test), ref)
+    none = metrics(torch_embed(release_groups(q, set(groups)), test), ref)
+    lines.append(f"| (all quantized) | {len(labels)} | {everything[0]:.4f} | | |")
+    lines.append(f"| (no activation quantized: int8 weights only) | 0 | {none[0]:.4f} | | |")
+    for g in groups:
+        count = sum(ablation_group(label) == g for label in labels)
+        rel = metrics(torch_embed(release_groups(q, {g}), test), ref)
+        alone = metrics(torch_embed(release_groups(q, set(groups) - {g}), test), ref)
+        lines.append(f"| {g} | {count} | {rel[0]:.4f} | {alone[0]:.4f} | {alone[1]:.4f} |")
+        print(lines[-1], flush=True)
+    combo = {"residual adds (outputs)", "embedding sum (word + position + type)", "FC2 output",
+             "attention out-proj output"}
+    both = metrics(torch_embed(release_groups(q, combo), test), ref)
+    lines.append(f"| residual adds + the Linear outputs feeding them (what `float_adds=True` leaves float) | "
+                 f"| {both[0]:.4f} | | |")
+    return "\n".join(lines)
 
 
 def accuracy_control_section() -> str:
@@ -366,6 +483,7 @@ def _single_op_models(k: int, n: int) -> dict[str, bytes]:
     """One Linear of MiniLM's shape as fp32 MatMul, dynamic int8 and int4 g128 MatMulNBits graphs."""
     from onnx import TensorProto, helper, numpy_helper
 
+    from export.dynamic import build_dynamic
     from export.weight_only import pack_codes, pack_zero_points
     from quant.dynamic import DynamicLinear
     from quant.weight_only import GroupSpec, rtn
@@ -381,6 +499,11 @@ def _single_op_models(k: int, n: int) -> dict[str, bytes]:
 
     codes, scale, zero = rtn(w, GroupSpec(4, 128, False))
     dyn = DynamicLinear(w, None)
+    token = DynamicLinear(w, None, granularity="per_token")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        token_model = build_dynamic(nn.Sequential(token), (torch.randn(4, k),), input_names=["x"],
+                                    output_names=["y"], dynamic_axes={"x": {0: "m"}, "y": {0: "m"}})
     return {
         "fp32 MatMul": model([helper.make_node("MatMul", ["x", "w"], ["y"])],
                              [numpy_helper.from_array(w.t().contiguous().numpy(), "w")]),
@@ -391,6 +514,7 @@ def _single_op_models(k: int, n: int) -> dict[str, bytes]:
              helper.make_node("Mul", ["s", "ws"], ["sc"]), helper.make_node("Mul", ["accf", "sc"], ["y"])],
             [numpy_helper.from_array(dyn.qweight.t().contiguous().numpy(), "w"),
              numpy_helper.from_array(dyn.weight_scale.numpy(), "ws")]),
+        "dynamic int8 per-token (ReduceMin/Max+MatMulInteger+correction)": token_model.SerializeToString(),
         "int4 g128 MatMulNBits": model(
             [helper.make_node("MatMulNBits", ["x", "b", "sc", "zp"], ["y"], domain="com.microsoft", K=k, N=n,
                               bits=4, block_size=128)],
@@ -428,12 +552,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer latency rounds")
     parser.add_argument("--out", type=Path, help="also write the markdown here")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["minilm", "kernels", "accuracy", "gpt2"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["ablation", "minilm", "kernels", "accuracy", "gpt2"])
     args = parser.parse_args()
     torch.set_num_threads(1)
     header = (f"CPU: {platform.processor() or platform.machine()}, runtime ISA paths: "
               f"{runtime.kernels.available_paths()}, torch {torch.__version__}")
     parts = [header]
+    if "ablation" not in args.skip:
+        parts.append(ablation_section())
     if "minilm" not in args.skip:
         parts.append(minilm_section(args.quick, 5 if args.quick else 15))
     if "kernels" not in args.skip:
