@@ -266,11 +266,16 @@ def main() -> None:
     ap.add_argument("--models", help="comma-separated names (torchvision names, bert, distilbert, gpt2, vit, minilm)")
     ap.add_argument("--quick", action="store_true", help="a representative handful")
     ap.add_argument("--timing", action="store_true", help="also time quantize for resnet50 and a BERT-base")
+    ap.add_argument("--timing-only", action="store_true", help="only the quantize timing (no coverage table)")
     ap.add_argument("--results", type=Path, help="JSON-lines file: one line appended per model; models already in "
                     "it are skipped (resume), their rows printed")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
+    if args.timing_only:
+        print(f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}")
+        time_quantize(["resnet50", "bert-base"])
+        return
     names = args.models.split(",") if args.models else list(QUICK) if args.quick else all_models()
     print(f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}\n")
     print("| " + " | ".join(COLUMNS) + " |")
