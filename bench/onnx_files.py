@@ -166,7 +166,8 @@ class QdqFile:
             known = dq is not None and (dq.input[0] in self.inits or dq.input[0] in codes)
             if not known or dq.op_type != "DequantizeLinear":
                 return None
-            dqs.append(dq)
+            if dq not in dqs:  # an op may read one tensor twice (BatchNormalization's mean and bias)
+                dqs.append(dq)
             if dq.input[0] in codes:
                 feeds[dq.input[0]] = codes[dq.input[0]]
         used = {i for n in [*dqs, op, q] for i in n.input}
