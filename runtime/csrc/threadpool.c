@@ -2,7 +2,12 @@
  * (two Python threads may both have released the GIL).  A job is announced by one atomic word
  * holding generation * 256 + thread count, so a worker decides whether it takes part from
  * the same word that woke it, never from a later job's fields.  An atomic counter hands out
- * task indices and another counts workers still busy. */
+ * task indices.  A worker joins a job through one more atomic word (generation, open flag,
+ * workers inside) and only while the job is open; the caller closes it once it has drained
+ * the tasks itself and waits only for the workers that joined.  So a worker the OS has not
+ * scheduled yet (a loaded machine) delays nothing: it wakes later, finds the job closed and
+ * never touches it -- threads=2 degrades to one thread's speed instead of waiting a time
+ * slice per kernel call. */
 #include "threadpool.h"
 
 #include <pthread.h>
@@ -21,9 +26,22 @@ static struct {
     void *ctx;
     int64_t ntasks;
     atomic_long next;
-    atomic_int busy;
-    atomic_long word; /* generation * 256 + nthreads */
+    atomic_long word;  /* generation * 256 + nthreads */
+    atomic_long state; /* generation << 16 | JOB_OPEN | workers inside */
 } job;
+
+#define JOB_OPEN (1L << 15)
+#define JOB_INSIDE (JOB_OPEN - 1)
+#define JOB_GEN(g) ((g) & ((1L << 47) - 1)) /* the generation as the state word holds it */
+
+/* Enters the job of generation gen if it is still open; 1 when entered. */
+static int join(long gen) {
+    long s = atomic_load(&job.state);
+    for (;;) {
+        if ((s >> 16) != JOB_GEN(gen) || !(s & JOB_OPEN)) return 0;
+        if (atomic_compare_exchange_weak(&job.state, &s, s + 1)) return 1;
+    }
+}
 
 static void drain(int worker) {
     for (;;) {
@@ -51,9 +69,9 @@ static void *worker_main(void *arg) {
             pthread_mutex_unlock(&wake_lock);
         }
         seen = word;
-        if (id < (int)(word & 255)) {
+        if (id < (int)(word & 255) && join(word >> 8)) {
             drain(id);
-            atomic_fetch_sub(&job.busy, 1);
+            atomic_fetch_sub(&job.state, 1);
         }
     }
     return NULL;
@@ -78,12 +96,16 @@ void pool_run(pool_task_fn fn, void *ctx, int64_t ntasks, int nthreads) {
     job.ctx = ctx;
     job.ntasks = ntasks;
     atomic_store(&job.next, 0);
-    atomic_store(&job.busy, nthreads - 1);
+    const long gen = (atomic_load(&job.word) >> 8) + 1;
+    /* No worker is inside (the previous job waited for all that joined): open this one. */
+    atomic_store(&job.state, JOB_GEN(gen) << 16 | JOB_OPEN);
     pthread_mutex_lock(&wake_lock);
-    atomic_store(&job.word, ((atomic_load(&job.word) >> 8) + 1) * 256 + nthreads);
+    atomic_store(&job.word, gen * 256 + nthreads);
     pthread_cond_broadcast(&wake_cond);
     pthread_mutex_unlock(&wake_lock);
     drain(0);
-    while (atomic_load(&job.busy) > 0) sched_yield();
+    /* Every task has been handed out: close the job and wait only for workers inside it. */
+    atomic_fetch_and(&job.state, ~JOB_OPEN);
+    while (atomic_load(&job.state) & JOB_INSIDE) sched_yield();
     pthread_mutex_unlock(&run_lock);
 }
