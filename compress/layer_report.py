@@ -21,7 +21,7 @@ from quant import policy
 from quant.calibrate import set_mode, split_batch, to_device
 from quant.capture import flat_inputs
 from quant.fake_quant import FakeQuantize
-from quant.modules import QuantAdd, QuantGlobalMean, QuantMatMul, QuantWeighted
+from quant.modules import QuantAdd, QuantAvgPool2d, QuantGlobalMean, QuantMatMul, QuantWeighted
 from quant.prepare import classify
 
 
@@ -121,9 +121,9 @@ class _Rows:
             chan = "per channel" if spec.per_channel else "per tensor"
             act = f" + {mod.act}" if mod.act else ""
             int8, why = True, f"integer kernel: int{spec.bits} weights {chan}, int32 bias{act}"
-        elif isinstance(mod, (QuantAdd, QuantMatMul, QuantGlobalMean)):
+        elif isinstance(mod, (QuantAdd, QuantMatMul, QuantGlobalMean, QuantAvgPool2d)):
             int8, why = True, f"integer kernel ({type(mod).__name__.removeprefix('Quant')})"
-        elif isinstance(mod, (nn.Conv2d, nn.Linear)):
+        elif isinstance(mod, (nn.Conv2d, nn.Conv1d, nn.Linear)):
             why = "left float by skip=[...]"
         elif kind == policy.CAT:
             int8, why = True, "integer concat (inputs requantized to the output grid)"

@@ -95,6 +95,8 @@ class Weighted(nn.Module):
     def forward(self, x: torch.Tensor, *_grids: torch.Tensor) -> torch.Tensor:
         if self.weight_q.dim() == 4:
             return _act(F.conv2d(x, self.int8_weight(), self.int32_bias(), **self.conv), self.act)
+        if self.weight_q.dim() == 3:  # Conv1d: QLinearConv with a 1-D kernel
+            return _act(F.conv1d(x, self.int8_weight(), self.int32_bias(), **self.conv), self.act)
         if x.dim() == 2:
             return _act(F.linear(x, self.int8_weight(), self.int32_bias()), self.act)
         # Linear on (…, K): Reshape → Gemm → Q/DQ → Reshape. MatMul + a float bias Add would make

@@ -16,11 +16,11 @@ RELU6_TARGETS = {F.relu6}
 HARDTANH_TARGETS = {F.hardtanh, torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default}
 
 
-def fold_bn_into_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """A new Conv2d computing conv→bn (eval) in one op: w·γ/σ, (b−μ)·γ/σ + β."""
+def fold_bn_into_conv(conv: nn.Conv2d | nn.Conv1d, bn: nn.BatchNorm2d | nn.BatchNorm1d) -> nn.Conv2d | nn.Conv1d:
+    """A new Conv2d (Conv1d) computing conv→bn (eval) in one op: w·γ/σ, (b−μ)·γ/σ + β."""
     if bn.running_mean is None or bn.running_var is None:
         raise ValueError("BatchNorm without running statistics cannot be folded")
-    fused = nn.Conv2d(
+    fused = (nn.Conv1d if isinstance(conv, nn.Conv1d) else nn.Conv2d)(
         conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
         conv.groups, bias=True, padding_mode=conv.padding_mode,
     )
@@ -29,7 +29,7 @@ def fold_bn_into_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
         gamma = bn.weight if bn.weight is not None else torch.ones_like(inv_std)
         beta = bn.bias if bn.bias is not None else torch.zeros_like(inv_std)
         factor = gamma * inv_std
-        fused.weight.copy_(conv.weight * factor.reshape(-1, 1, 1, 1))
+        fused.weight.copy_(conv.weight * factor.reshape((-1,) + (1,) * (conv.weight.dim() - 1)))
         bias = conv.bias if conv.bias is not None else torch.zeros_like(inv_std)
         fused.bias.copy_((bias - bn.running_mean) * factor + beta)
     return fused.to(conv.weight.device)
@@ -65,13 +65,14 @@ def is_module(node: fx.Node, modules: dict[str, nn.Module], cls: type | tuple[ty
 
 
 def fold_batchnorms(gm: fx.GraphModule) -> None:
-    """Replace every Conv2d→BatchNorm2d pair (BN the conv's sole user) by one folded Conv2d."""
+    """Replace every Conv2d→BatchNorm2d (Conv1d→BatchNorm1d) pair (BN the conv's sole user) by one folded conv."""
     modules = dict(gm.named_modules())
     for node in list(gm.graph.nodes):
-        if not is_module(node, modules, nn.Conv2d):
+        if not is_module(node, modules, (nn.Conv2d, nn.Conv1d)):
             continue
         user = sole_user(node)
-        if user is None or not is_module(user, modules, nn.BatchNorm2d):
+        bn_cls = nn.BatchNorm1d if isinstance(modules[node.target], nn.Conv1d) else nn.BatchNorm2d  # type: ignore[index]
+        if user is None or not is_module(user, modules, bn_cls):
             continue
         fused = fold_bn_into_conv(modules[node.target], modules[user.target])  # type: ignore[index]
         set_module(gm, node.target, fused)  # type: ignore[arg-type]

@@ -278,7 +278,8 @@ class QuantGlobalMean(nn.Module):
 class QuantConv2d(QuantWeighted):
     """Conv2d (BN already folded) + optional ReLU/ReLU6, int8 weights, int32 bias."""
 
-    def __init__(self, conv: nn.Conv2d, weight_spec: QuantSpec, act: str | None = None, name: str = "") -> None:
+    def __init__(self, conv: nn.Conv2d | nn.Conv1d, weight_spec: QuantSpec, act: str | None = None,
+                 name: str = "") -> None:
         super().__init__()
         if conv.padding_mode != "zeros":
             raise QuantError(f"'{name}': padding_mode={conv.padding_mode!r} has no int8 equivalent")
@@ -297,6 +298,22 @@ class QuantConv2d(QuantWeighted):
         if self._exact(input_scale):
             out = None if output_scale is None else (output_scale, output_zero_point)
             return self._integer_forward(conv, x, input_scale, out, channel_dims=2)
+        return _apply_act(conv(x, self.quantized_weight(), self.quantized_bias(input_scale)), self.act)
+
+
+class QuantConv1d(QuantConv2d):
+    """Conv1d (BN already folded) + optional ReLU/ReLU6: QLinearConv with a 1-D kernel."""
+
+    def forward(
+        self, x: torch.Tensor, input_scale: torch.Tensor | None = None, output_scale: torch.Tensor | None = None,
+        output_zero_point: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        def conv(inp, w, b):
+            return F.conv1d(inp, w, b, self.stride, self.padding, self.dilation, self.groups)
+
+        if self._exact(input_scale):
+            out = None if output_scale is None else (output_scale, output_zero_point)
+            return self._integer_forward(conv, x, input_scale, out, channel_dims=1)
         return _apply_act(conv(x, self.quantized_weight(), self.quantized_bias(input_scale)), self.act)
 
 

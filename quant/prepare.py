@@ -32,6 +32,7 @@ from quant.fuse import activation_of, fold_batchnorms, is_module, is_tensor_node
 from quant.modules import (
     QuantAdd,
     QuantAvgPool2d,
+    QuantConv1d,
     QuantConv2d,
     QuantGlobalMean,
     QuantLinear,
@@ -145,10 +146,10 @@ def _same_shape(a: fx.Node, b: fx.Node) -> bool:
 
 # --- the passes ------------------------------------------------------------------------
 def swap_weighted(gm: fx.GraphModule, qconfig: QConfig) -> None:
-    """Conv2d/Linear (+ReLU/ReLU6 as sole user) → QuantConv2d/QuantLinear with fused activation."""
+    """Conv2d/Conv1d/Linear (+ReLU/ReLU6 as sole user) → QuantConv2d/QuantConv1d/QuantLinear, fused activation."""
     modules = dict(gm.named_modules())
     for node in list(gm.graph.nodes):
-        if not is_module(node, modules, (nn.Conv2d, nn.Linear)) or skipped(node, qconfig.skip):
+        if not is_module(node, modules, (nn.Conv2d, nn.Conv1d, nn.Linear)) or skipped(node, qconfig.skip):
             continue
         name = str(node.target)
         user = sole_user(node)
@@ -159,6 +160,8 @@ def swap_weighted(gm: fx.GraphModule, qconfig: QConfig) -> None:
         float_mod = modules[name]
         if isinstance(float_mod, nn.Conv2d):
             q: nn.Module = QuantConv2d(float_mod, qconfig.weight, act, name)
+        elif isinstance(float_mod, nn.Conv1d):
+            q = QuantConv1d(float_mod, qconfig.weight, act, name)
         else:
             q = QuantLinear(float_mod, qconfig.weight, act, name)
         set_module(gm, name, q)

@@ -198,3 +198,30 @@ def test_average_pool_codes_identical_in_both_runtimes(tmp_path, kind):
     for sess in (ort_session(path.read_bytes()), runtime.InferenceSession(str(path), threads=1)):
         got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
         assert np.array_equal(got, sim)
+
+
+def test_conv1d_is_quantized_with_batchnorm1d_folded_and_runs_code_for_code(tmp_path):
+    """Conv1d→BatchNorm1d→ReLU becomes one QuantConv1d (QLinearConv with a 1-D kernel in QOperator)."""
+    from quant.modules import QuantConv1d
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(4, 16, 5, padding=2), nn.BatchNorm1d(16), nn.ReLU(),
+                          nn.Conv1d(16, 8, 3, stride=2, groups=2), nn.MaxPool1d(2), nn.Flatten(),
+                          nn.Linear(8 * 7, 5)).eval()
+    model[1].running_mean.uniform_(-1, 1)
+    model[1].running_var.uniform_(0.5, 2.0)
+    x = torch.randn(8, 4, 32)
+    q = compress.quantize(model, [x], progress=False)
+    assert sum(isinstance(m, QuantConv1d) for m in q.modules()) == 2
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in q.modules())  # folded
+    with torch.no_grad():
+        sim = q(x).numpy()
+        assert F.cosine_similarity(torch.from_numpy(sim).flatten(), model(x).flatten(), 0) > 0.99
+    for fmt in ("qdq", "qoperator"):
+        path = compress.export_onnx(q, tmp_path / f"{fmt}.onnx", x[:2], format=fmt)
+        if fmt == "qoperator":
+            import onnx
+
+            assert sum(n.op_type == "QLinearConv" for n in onnx.load(path).graph.node) == 2
+        for sess in (ort_session(path.read_bytes()), runtime.InferenceSession(str(path), threads=1)):
+            assert np.array_equal(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0], sim)
