@@ -8,6 +8,10 @@ from other processes hits all peers alike), and the fastest round of each counts
 the same file as ours, ORT fp32, OpenVINO int8 on the same QDQ file when ``openvino`` is
 installed (never required), torch fp32 eager with ``--torch``.  Ratios are peer time / ours.
 
+``--overhead`` also times our session with every C kernel replaced by a no-op (what is left: Python
+dispatch and the numpy ops), at batch 1, one thread.  Run with ``PYTHONPATH=<another tree>`` to measure
+another build of ``runtime`` (before / after), the bench itself unchanged.
+
 ``--isa avx2`` forces the runtime's instruction-set path (as $COMPRESS_RUNTIME_ISA does);
 ``--layers`` adds a per-layer table of our runtime (ms, GOPS and % of the path's measured peak
 per conv kind: 1x1, kxk, depthwise) for the first model at batch 1, one thread.
@@ -198,6 +202,26 @@ def layer_table(session, x: np.ndarray, path: str, peak: float, rounds: int) -> 
     return "\n".join(lines)
 
 
+def overhead_ms(path: Path, isa: str | None, rounds: int) -> float:
+    """Calling-thread CPU time (fastest of ``rounds``, ms) of one batch-1 inference with every C
+    kernel a no-op: the per-inference cost outside the kernels."""
+    import runtime
+    from runtime import _kernels
+
+    names = [n for n in ("qgemm", "qconv", "qdepthwise", "qadd", "maxpool") if hasattr(_kernels, n)]
+    saved = {n: getattr(_kernels, n) for n in names}
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
+    try:
+        for n in names:
+            setattr(_kernels, n, lambda *args: None)
+        session = runtime.InferenceSession(path, threads=1, isa=isa)
+        _, cpu = interleaved_ms({"ours": lambda: session.run(None, {"input": x})}, rounds)
+    finally:
+        for n, fn in saved.items():
+            setattr(_kernels, n, fn)
+    return cpu["ours"]
+
+
 def markdown(rows: list[dict], peer_names: list[str]) -> str:
     others = [p for p in peer_names if p != "ours int8"]
     head = (
@@ -229,6 +253,7 @@ def main() -> None:
     parser.add_argument("--isa", default=None, help="force the runtime's instruction-set path")
     parser.add_argument("--torch", action="store_true", help="add torch fp32 eager as a peer")
     parser.add_argument("--layers", action="store_true", help="per-layer table of the first model")
+    parser.add_argument("--overhead", action="store_true", help="also time ours with the C kernels as no-ops")
     args = parser.parse_args()
     from runtime import kernels
     from runtime.errors import InferenceError
@@ -250,12 +275,18 @@ def main() -> None:
                     cpu_ratio = cpu["ORT int8"] / cpu["ours int8"] if t == 1 else None
                     rows.append({"model": name, "batch": b, "threads": t, "cpu ratio": cpu_ratio, **ms})
                     print(f"  {name} b{b} t{t}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in ms.items()), flush=True)
+                    if t == 1:
+                        both = ", ".join(f"{k} {cpu[k]:.2f} ms" for k in ("ours int8", "ORT int8"))
+                        print(f"    thread CPU time: {both}", flush=True)
                     if args.layers and layers is None and b == 1 and t == 1:
                         try:
                             peak = kernels.peak_gops(path)
                         except InferenceError:  # a path without a peak loop (portable, amx)
                             peak = float("nan")
                         layers = (name, layer_table(ours, x, path, peak, args.rounds))
+            if args.overhead:
+                overhead = overhead_ms(exported[2], args.isa, args.rounds)
+                print(f"  {name}: per-inference overhead, C kernels as no-ops: {overhead:.2f} ms CPU", flush=True)
     print(f"\nmachine: {describe(path)}")
     print(markdown(rows, names))
     if layers:
