@@ -24,6 +24,7 @@ from runtime import _kernels
 from runtime.errors import InferenceError
 
 PackedWeights = _kernels.PackedWeights
+DepthwiseWeights = _kernels.DepthwiseWeights
 ISA_ENV = "COMPRESS_RUNTIME_ISA"
 
 
@@ -99,6 +100,15 @@ def pack_weights(w: np.ndarray) -> PackedWeights:
         raise InferenceError(f"pack_weights expects a 2-D int8 array, got {w.dtype} {w.shape}")
     n, k = w.shape
     return call(_kernels.pack_weights, np.ascontiguousarray(w), n, k)
+
+
+def pack_depthwise(w: np.ndarray) -> DepthwiseWeights:
+    """Depthwise weights int8 (kh, kw, C) prepared once (channel sums, each SIMD path's
+    tap-pair layout on its first call) instead of on every call."""
+    if w.dtype != np.int8 or w.ndim != 3:
+        raise InferenceError(f"depthwise weights must be int8 (kh, kw, C), got {w.dtype} {w.shape}")
+    kh, kw, c = w.shape
+    return call(_kernels.pack_depthwise, np.ascontiguousarray(w), kh, kw, c)
 
 
 def _u8(x: np.ndarray, what: str) -> np.ndarray:
@@ -178,19 +188,22 @@ def conv_nhwc(
 
 def depthwise_nhwc(
     x: np.ndarray,
-    weights: np.ndarray,
+    weights: np.ndarray | DepthwiseWeights,
     geom: ConvGeometry,
     x_zero_point: int,
     stage: OutputStage,
     threads: int = 1,
     path: str | None = None,
 ) -> np.ndarray:
-    """NHWC uint8 depthwise convolution, weights int8 (kh, kw, C); bias without z_x correction."""
+    """NHWC uint8 depthwise convolution, weights int8 (kh, kw, C) or pack_depthwise of them
+    (prepared once: the runtime's form); bias without z_x correction."""
     x = _u8(x, "depthwise input")
-    if x.ndim != 4 or weights.dtype != np.int8 or weights.shape != (*geom.kernel, x.shape[3]):
-        raise InferenceError(
-            f"depthwise input {x.shape} / weights {weights.dtype} {weights.shape} do not match"
-        )
+    if isinstance(weights, np.ndarray):
+        if weights.dtype != np.int8:
+            raise InferenceError(f"depthwise weights must be int8, got {weights.dtype}")
+        weights = np.ascontiguousarray(weights)
+    if x.ndim != 4 or weights.shape != (*geom.kernel, x.shape[3]):
+        raise InferenceError(f"depthwise input {x.shape} / weights {weights.shape} do not match")
     b, h, w, c = x.shape
     oh, ow = geom.output_hw(h, w)
     out = stage.empty((b, max(oh, 0), max(ow, 0), c))
@@ -202,7 +215,7 @@ def depthwise_nhwc(
         h,
         w,
         c,
-        np.ascontiguousarray(weights),
+        weights,
         *geom.args(),
         int(x_zero_point),
         bias,

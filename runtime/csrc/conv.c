@@ -109,13 +109,12 @@ static const int depthwise_width[PATH_COUNT] = {0, 16, 32, 32};
  * two vectors a and b of V/2 int16 pairs (w_2p[ch], w_2p+1[ch]).  Lane i of a holds channel
  * 16 * (i / 8) + i % 8 and lane i of b the one 8 further: the order in which vpunpck{l,h}bw of
  * two taps' input bytes, widened, presents the channels.  Missing channels and the partner of
- * an odd last tap are zero. */
-static void depthwise_pack(const depthwise_args *a, int v, int16_t *dst) {
-    /* Runs on every call: loops arranged so the index needs no division (lane i = 8 * grp + j). */
-    const int64_t c = a->g.c, taps = a->g.kh * a->g.kw, pairs = (taps + 1) / 2;
+ * an odd last tap are zero.  Runs once per weights and width (dw_weights_prepare). */
+static void depthwise_pack(const int8_t *w, int64_t taps, int64_t c, int v, int16_t *dst) {
+    const int64_t pairs = (taps + 1) / 2;
     for (int64_t cb = 0; cb < c; cb += v)
         for (int64_t p = 0; p < pairs; ++p) {
-            const int8_t *w0 = a->w + 2 * p * c, *w1 = 2 * p + 1 < taps ? w0 + c : NULL;
+            const int8_t *w0 = w + 2 * p * c, *w1 = 2 * p + 1 < taps ? w0 + c : NULL;
             for (int half = 0; half < 2; ++half, dst += v)
                 for (int grp = 0; grp < v / 16; ++grp)
                     for (int j = 0; j < 8; ++j) {
@@ -127,36 +126,77 @@ static void depthwise_pack(const depthwise_args *a, int v, int16_t *dst) {
         }
 }
 
-int depthwise_run(int path, const depthwise_args *args, int nthreads) {
+int dw_weights_init(dw_weights *d, const int8_t *w, int64_t taps, int64_t c) {
+    memset(d, 0, sizeof *d);
+    d->w = malloc((size_t)(taps * c));
+    d->wsum = malloc((size_t)c * sizeof(int32_t));
+    if (d->w == NULL || d->wsum == NULL) {
+        dw_weights_free(d);
+        return -1;
+    }
+    d->taps = taps;
+    d->c = c;
+    memcpy(d->w, w, (size_t)(taps * c));
+    /* |sum| <= TAPS_MAX * 128 fits int32. */
+    for (int64_t ch = 0; ch < c; ++ch) {
+        int64_t sum = 0;
+        for (int64_t t = 0; t < taps; ++t) sum += w[t * c + ch];
+        d->wsum[ch] = (int32_t)sum;
+    }
+    /* Both SIMD layouts now (plain C, whatever this CPU runs): the calls then only read them. */
+    for (int p = 1; p < PATH_COUNT; ++p)
+        if (dw_weights_prepare(p, d) < 0) {
+            dw_weights_free(d);
+            return -1;
+        }
+    return 0;
+}
+
+int dw_weights_prepare(int path, dw_weights *d) {
+    const int v = depthwise_width[path];
+    if (v == 0) return 0;
+    int16_t **slot = v == 16 ? &d->pk16 : &d->pk32;
+    if (*slot != NULL) return 0;
+    const int64_t steps = (d->c + v - 1) / v;
+    int16_t *pk = aligned_alloc(64, (size_t)(steps * ((d->taps + 1) / 2) * 2 * v) * sizeof(int16_t));
+    if (pk == NULL) return -1;
+    depthwise_pack(d->w, d->taps, d->c, v, pk);
+    *slot = pk;
+    return 0;
+}
+
+void dw_weights_free(dw_weights *d) {
+    free(d->w);
+    free(d->wsum);
+    free(d->pk16);
+    free(d->pk32);
+    memset(d, 0, sizeof *d);
+}
+
+int depthwise_run(int path, const depthwise_args *args, const dw_weights *d, int nthreads) {
     const int64_t total = args->g.batch * args->g.oh;
     if (total <= 0 || args->g.c <= 0) return 0;
     depthwise_args a = *args;
+    a.w = d->w;
     const int v = depthwise_width[path];
-    int16_t *wpk = NULL;
     int32_t *bias = NULL;
     uint8_t *zxrow = NULL;
     if (v) {
-        const int64_t c = a.g.c, taps = a.g.kh * a.g.kw, steps = (c + v - 1) / v;
-        wpk = aligned_alloc(64, (size_t)(steps * ((taps + 1) / 2) * 2 * v) * sizeof(int16_t));
+        const int64_t c = a.g.c;
         bias = malloc((size_t)c * sizeof(int32_t));
         zxrow = malloc((size_t)c);
-        if (wpk == NULL || bias == NULL || zxrow == NULL) {
-            free(wpk);
+        if (bias == NULL || zxrow == NULL) {
             free(bias);
             free(zxrow);
             return -1;
         }
-        depthwise_pack(&a, v, wpk);
         memset(zxrow, a.zx, (size_t)c);
         /* The kernels sum x * w over every tap, padded ones reading zx; subtracting
          * zx * sum(w) leaves sum over in-image taps of (x - zx) * w.  Wrapping adds: equal
          * mod 2^32 to the portable path's bias + accumulator, which is all the output stage sees. */
-        for (int64_t ch = 0; ch < c; ++ch) {
-            int64_t sum = 0;
-            for (int64_t t = 0; t < taps; ++t) sum += a.w[t * c + ch];
-            bias[ch] = (int32_t)((uint32_t)a.os.bias[ch] - (uint32_t)(int32_t)(a.zx * sum));
-        }
-        a.wpk = wpk;
+        for (int64_t ch = 0; ch < c; ++ch)
+            bias[ch] = (int32_t)((uint32_t)a.os.bias[ch] - (uint32_t)a.zx * (uint32_t)d->wsum[ch]);
+        a.wpk = v == 16 ? d->pk16 : d->pk32;
         a.zxrow = zxrow;
         a.os.bias = bias;
     }
@@ -164,7 +204,6 @@ int depthwise_run(int path, const depthwise_args *args, int nthreads) {
     if (tasks > total) tasks = total;
     depthwise_job job = {depthwise_kernels[path], &a, (total + tasks - 1) / tasks, 0};
     pool_run(depthwise_task, &job, (total + job.rows_per_task - 1) / job.rows_per_task, nthreads);
-    free(wpk);
     free(bias);
     free(zxrow);
     return atomic_load(&job.failed) ? -1 : 0;

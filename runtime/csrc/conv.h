@@ -31,6 +31,24 @@ typedef struct {
 void fill_dense(const void *ctx, int64_t m0, int64_t rows, uint8_t *buf, int64_t kp);
 void fill_im2col(const void *ctx, int64_t m0, int64_t rows, uint8_t *buf, int64_t kp);
 
+/* Depthwise weights prepared once (at load, by pack_depthwise): the [taps][c] int8 weights the
+ * portable kernel reads, each channel's weight sum (the SIMD paths' zero-point correction), and
+ * the interleaved int16 tap pairs of the SIMD kernels, one layout per channel-step width (16:
+ * AVX2, 32: AVX-512), both made by dw_weights_init on x86 builds. */
+typedef struct {
+    int64_t taps, c;
+    int8_t *w;
+    int32_t *wsum;
+    int16_t *pk16, *pk32;
+} dw_weights;
+
+/* Copies w ([taps][c]), computes the sums and packs the SIMD layouts; -1 when memory runs out
+ * (d is then empty). */
+int dw_weights_init(dw_weights *d, const int8_t *w, int64_t taps, int64_t c);
+/* Makes the packed layout the path needs if it is missing; -1 when memory runs out. */
+int dw_weights_prepare(int path, dw_weights *d);
+void dw_weights_free(dw_weights *d);
+
 /* Depthwise parameters: weights [kh*kw][c] int8, bias [c] int32 (no zero-point correction:
  * the kernel subtracts zx itself and skips padded taps). */
 typedef struct {
@@ -40,7 +58,7 @@ typedef struct {
     int32_t zx;
     out_stage os; /* ldo == c */
     /* Filled by depthwise_run for the SIMD paths: weights as interleaved int16 tap pairs in the
-     * path's channel order (depthwise_pack), a row of c bytes equal to zx that padded taps
+     * path's channel order (dw_weights_prepare), a row of c bytes equal to zx that padded taps
      * read, and os.bias already minus zx * (sum of the channel's weights). */
     const int16_t *wpk;
     const uint8_t *zxrow;
@@ -96,7 +114,8 @@ static inline int64_t depthwise_taps(const depthwise_args *a, int64_t b, int64_t
     return n;
 }
 
-/* Runs the depthwise convolution on the given path over nthreads; -1 when memory runs out. */
-int depthwise_run(int path, const depthwise_args *a, int nthreads);
+/* Runs the depthwise convolution on the given path over nthreads with weights d (prepared for
+ * the path; a->w is ignored); -1 when memory runs out. */
+int depthwise_run(int path, const depthwise_args *a, const dw_weights *d, int nthreads);
 
 #endif

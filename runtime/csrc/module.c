@@ -67,6 +67,37 @@ static PyTypeObject PackedWeightsType = {
     .tp_getset = packed_getset,
 };
 
+/* ---- DepthwiseWeights -------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD dw_weights d;
+    int64_t kh, kw;
+} DepthwiseWeights;
+
+static void dwweights_dealloc(DepthwiseWeights *self) {
+    dw_weights_free(&self->d);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *dwweights_get_shape(DepthwiseWeights *self, void *closure) {
+    (void)closure;
+    return Py_BuildValue("(LLL)", (long long)self->kh, (long long)self->kw, (long long)self->d.c);
+}
+
+static PyGetSetDef dwweights_getset[] = {
+    {"shape", (getter)dwweights_get_shape, NULL, "(kh, kw, channels) of the weights", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject DepthwiseWeightsType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "runtime._kernels.DepthwiseWeights",
+    .tp_basicsize = sizeof(DepthwiseWeights),
+    .tp_dealloc = (destructor)dwweights_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "int8 depthwise weights prepared once: channel sums and the SIMD paths' tap-pair layouts",
+    .tp_getset = dwweights_getset,
+};
+
 /* ---- argument checks -------------------------------------------------------------- */
 
 static int check_dims(const char *fn, int n, const int64_t *v, const char *const *names, int64_t minimum) {
@@ -249,6 +280,35 @@ done:
     return (PyObject *)obj;
 }
 
+static PyObject *py_pack_depthwise(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer w;
+    int64_t kh, kw, c;
+    if (!PyArg_ParseTuple(args, "y*LLL", &w, &kh, &kw, &c)) return NULL;
+    DepthwiseWeights *obj = NULL;
+    const char *names[] = {"kh", "kw", "c"};
+    const int64_t dims[] = {kh, kw, c};
+    if (check_dims("pack_depthwise", 3, dims, names, 1) < 0) goto done;
+    if (kh * kw > TAPS_MAX) { /* both < 2^31: the product fits 64 bits */
+        PyErr_Format(PyExc_ValueError, "pack_depthwise: %lldx%lld window exceeds %d taps (int32 accumulators could overflow)",
+                     (long long)kh, (long long)kw, TAPS_MAX);
+        goto done;
+    }
+    if (need("pack_depthwise", "weights", &w, kh * kw, c, c, 1) < 0) goto done;
+    obj = PyObject_New(DepthwiseWeights, &DepthwiseWeightsType);
+    if (obj == NULL) goto done;
+    obj->kh = kh;
+    obj->kw = kw;
+    if (dw_weights_init(&obj->d, w.buf, kh * kw, c) < 0) {
+        Py_DECREF(obj);
+        obj = NULL;
+        PyErr_NoMemory();
+    }
+done:
+    PyBuffer_Release(&w);
+    return (PyObject *)obj;
+}
+
 static PyObject *py_qgemm(PyObject *self, PyObject *args) {
     (void)self;
     Py_buffer a, bias, mult = {0}, out;
@@ -301,8 +361,8 @@ typedef struct {
     int zx, zy, lo, hi, threads, path;
 } conv_call;
 
-static int parse_conv(const char *fn, PyObject *args, conv_call *cc, PyObject **weights_obj, PyTypeObject *wtype,
-                      Py_buffer *wbuf) {
+/* weights_obj: checked against wtype, or any object when wtype is NULL (the caller checks it). */
+static int parse_conv(const char *fn, PyObject *args, conv_call *cc, PyObject **weights_obj, PyTypeObject *wtype) {
     PyObject *mult_obj;
     int64_t pb, pr;
     conv_geom *g = &cc->g;
@@ -314,9 +374,9 @@ static int parse_conv(const char *fn, PyObject *args, conv_call *cc, PyObject **
                               &cc->zx, &cc->bias, &mult_obj, &cc->zy, &cc->lo, &cc->hi, &cc->out, &cc->threads,
                               &cc->path);
     else
-        ok = PyArg_ParseTuple(args, "y*LLLLy*LLLLLLLLLLiy*Oiiiw*ii", &cc->x, &g->batch, &g->h, &g->w, &g->c, wbuf,
-                              &g->kh, &g->kw, &g->sh, &g->sw, &g->dh, &g->dw, &g->pt, &g->pl, &pb, &pr, &cc->zx,
-                              &cc->bias, &mult_obj, &cc->zy, &cc->lo, &cc->hi, &cc->out, &cc->threads,
+        ok = PyArg_ParseTuple(args, "y*LLLLOLLLLLLLLLLiy*Oiiiw*ii", &cc->x, &g->batch, &g->h, &g->w, &g->c,
+                              weights_obj, &g->kh, &g->kw, &g->sh, &g->sw, &g->dh, &g->dw, &g->pt, &g->pl, &pb, &pr,
+                              &cc->zx, &cc->bias, &mult_obj, &cc->zy, &cc->lo, &cc->hi, &cc->out, &cc->threads,
                               &cc->path);
     if (!ok) return -1;
     cc->have_mult = mult_obj != Py_None;
@@ -358,7 +418,7 @@ static PyObject *py_qconv(PyObject *self, PyObject *args) {
     (void)self;
     conv_call cc;
     PyObject *packed_obj = NULL;
-    const int rc = parse_conv("qconv", args, &cc, &packed_obj, &PackedWeightsType, NULL);
+    const int rc = parse_conv("qconv", args, &cc, &packed_obj, &PackedWeightsType);
     if (rc == -1) return NULL;
     PyObject *ret = NULL;
     if (rc < 0) goto release;
@@ -400,13 +460,18 @@ release:
     return ret;
 }
 
+/* Weights: a DepthwiseWeights (prepared once, the runtime's form) or an int8 (kh*kw, c) buffer
+ * prepared for this call only. */
 static PyObject *py_qdepthwise(PyObject *self, PyObject *args) {
     (void)self;
     conv_call cc;
     Py_buffer w = {0};
-    const int rc = parse_conv("qdepthwise", args, &cc, NULL, NULL, &w);
+    PyObject *wobj = NULL;
+    const int rc = parse_conv("qdepthwise", args, &cc, &wobj, NULL);
     if (rc == -1) return NULL;
     PyObject *ret = NULL;
+    dw_weights local = {0};
+    dw_weights *d = &local;
     if (rc < 0) goto release;
     const conv_geom *g = &cc.g;
     out_stage os;
@@ -415,16 +480,33 @@ static PyObject *py_qdepthwise(PyObject *self, PyObject *args) {
                      (long long)g->kh, (long long)g->kw, TAPS_MAX);
         goto release;
     }
-    if (need("qdepthwise", "weights", &w, cc.taps, g->c, g->c, 1) < 0 ||
-        make_out_stage("qdepthwise", &cc.bias, &cc.mult, cc.have_mult, cc.zy, cc.lo, cc.hi, &cc.out, cc.m, g->c, g->c,
+    if (Py_IS_TYPE(wobj, &DepthwiseWeightsType)) {
+        DepthwiseWeights *dw = (DepthwiseWeights *)wobj;
+        if (dw->kh != g->kh || dw->kw != g->kw || dw->d.c != g->c) {
+            PyErr_Format(PyExc_ValueError, "qdepthwise: weights are %lldx%lldx%lld, the %lldx%lldx%lld window differs",
+                         (long long)dw->kh, (long long)dw->kw, (long long)dw->d.c, (long long)g->kh,
+                         (long long)g->kw, (long long)g->c);
+            goto release;
+        }
+        d = &dw->d;
+    } else if (PyObject_GetBuffer(wobj, &w, PyBUF_SIMPLE) < 0 ||
+               need("qdepthwise", "weights", &w, cc.taps, g->c, g->c, 1) < 0) {
+        goto release;
+    }
+    if (make_out_stage("qdepthwise", &cc.bias, &cc.mult, cc.have_mult, cc.zy, cc.lo, cc.hi, &cc.out, cc.m, g->c, g->c,
                        &os) < 0)
         goto release;
-    depthwise_args da = {cc.x.buf, w.buf, *g, cc.zx, os};
+    if ((d == &local && dw_weights_init(&local, w.buf, cc.taps, g->c) < 0) || dw_weights_prepare(cc.path, d) < 0) {
+        PyErr_NoMemory();
+        goto release;
+    }
+    depthwise_args da = {cc.x.buf, d->w, *g, cc.zx, os};
     int err;
-    Py_BEGIN_ALLOW_THREADS err = depthwise_run(cc.path, &da, cc.threads);
+    Py_BEGIN_ALLOW_THREADS err = depthwise_run(cc.path, &da, d, cc.threads);
     Py_END_ALLOW_THREADS if (err < 0) PyErr_NoMemory();
     else ret = Py_NewRef(Py_None);
 release:
+    dw_weights_free(&local);
     release_conv(&cc);
     if (w.obj) PyBuffer_Release(&w);
     return ret;
@@ -543,9 +625,11 @@ static PyMethodDef methods[] = {
     {"qconv", py_qconv, METH_VARARGS,
      "qconv(x, batch, h, w, c, packed, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, zx, bias, mult, zy, lo, hi, out, threads,"
      " path): NHWC uint8 convolution through im2col + GEMM"},
+    {"pack_depthwise", py_pack_depthwise, METH_VARARGS,
+     "pack_depthwise(w, kh, kw, c) -> DepthwiseWeights: w is int8 (kh*kw, c), prepared once for every path"},
     {"qdepthwise", py_qdepthwise, METH_VARARGS,
      "qdepthwise(x, batch, h, w, c, weights, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, zx, bias, mult, zy, lo, hi, out,"
-     " threads, path): NHWC uint8 depthwise convolution, weights (kh*kw, c) int8"},
+     " threads, path): NHWC uint8 depthwise convolution, weights a DepthwiseWeights or (kh*kw, c) int8"},
     {"qadd", py_qadd, METH_VARARGS,
      "qadd(a, b, y, n, ratio_a, ratio_b, offset, lo, hi, is_signed, path): quantized add;"
      " a or b of one byte broadcasts"},
@@ -563,10 +647,11 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels", "int8 ker
                                     methods};
 
 PyMODINIT_FUNC PyInit__kernels(void) {
-    if (PyType_Ready(&PackedWeightsType) < 0) return NULL;
+    if (PyType_Ready(&PackedWeightsType) < 0 || PyType_Ready(&DepthwiseWeightsType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
-    if (PyModule_AddObjectRef(m, "PackedWeights", (PyObject *)&PackedWeightsType) < 0) {
+    if (PyModule_AddObjectRef(m, "PackedWeights", (PyObject *)&PackedWeightsType) < 0 ||
+        PyModule_AddObjectRef(m, "DepthwiseWeights", (PyObject *)&DepthwiseWeightsType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -1,9 +1,10 @@
 """QLinearConv and ConvInteger on the C kernels.
 
 Weights are centred on their zero point and packed once at load: a (Cout, kh*kw*Cin)
-matrix in (ky, kx, cin) order for the im2col GEMM, or (kh, kw, C) for depthwise, or one
-pack per group otherwise.  The kernels work in NHWC; a node the layout pass marked
-``channels_last`` already receives and returns NHWC, any other transposes around the call."""
+matrix in (ky, kx, cin) order for the im2col GEMM, or (kh, kw, C) prepared for the depthwise
+kernels (kernels.pack_depthwise), or one pack per group otherwise.  The kernels work in NHWC;
+a node the layout pass marked ``channels_last`` already receives and returns NHWC, any other
+transposes around the call."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ class QConv:
         mult = None if mult is None else np.asarray(mult, np.float32)
         self.depthwise = self.group == self.cin and cin_g == 1 and cout == self.cin
         if self.depthwise:
-            self.dw_weights = np.ascontiguousarray(wc.reshape(cout, kh, kw).transpose(1, 2, 0))
+            self.dw_weights = kernels.pack_depthwise(wc.reshape(cout, kh, kw).transpose(1, 2, 0))
             self.stage = kernels.OutputStage(bias, mult, y_zp, lo, hi, out_dtype)
             return
         per = cout // self.group

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from runtime import kernels
+from runtime import _kernels, kernels
 from runtime.errors import InferenceError
 
 PATHS = kernels.available_paths()
@@ -181,9 +181,16 @@ def test_depthwise_matches_reference_on_every_path(geom, b, h, w, c, seed, out):
         ],
         axis=3,
     )
+    # One prepared weights object serves every path (each SIMD layout packed on its first call)
+    # and every call after it; the raw array form prepares for that call only.
+    prepared = kernels.pack_depthwise(wt)
+    for _ in range(2):
+        for path in PATHS:
+            got = kernels.depthwise_nhwc(x, prepared, geom, zx, stage, 2, path)
+            np.testing.assert_array_equal(got, expected, err_msg=f"path {path}")
     for path in PATHS:
-        got = kernels.depthwise_nhwc(x, wt, geom, zx, stage, 2, path)
-        np.testing.assert_array_equal(got, expected, err_msg=f"path {path}")
+        got = kernels.depthwise_nhwc(x, wt, geom, zx, stage, 1, path)
+        np.testing.assert_array_equal(got, expected, err_msg=f"path {path} (raw weights)")
 
 
 @pytest.mark.parametrize("kernel", [(5, 5), (6, 5)])
@@ -208,8 +215,24 @@ def test_depthwise_large_windows_match_reference_on_every_path(kernel):
         ],
         axis=3,
     )
+    prepared = kernels.pack_depthwise(wt)
     for path in PATHS:
         np.testing.assert_array_equal(kernels.depthwise_nhwc(x, wt, geom, 9, stage, 1, path), expected, path)
+        np.testing.assert_array_equal(kernels.depthwise_nhwc(x, prepared, geom, 9, stage, 1, path), expected, path)
+
+
+def test_prepared_depthwise_weights_must_match_the_window():
+    prepared = kernels.pack_depthwise(np.ones((3, 3, 8), np.int8))
+    assert prepared.shape == (3, 3, 8)
+    stage = kernels.OutputStage(np.zeros(8, np.int32), np.full(8, 1e-2, np.float32), 0, 0, 255)
+    x = np.zeros((1, 6, 6, 8), np.uint8)
+    with pytest.raises(InferenceError, match="do not match"):
+        kernels.depthwise_nhwc(x, prepared, kernels.ConvGeometry((5, 5)), 0, stage)
+    with pytest.raises(InferenceError, match="window differs"):  # the C check, whoever calls it
+        kernels.call(_kernels.qdepthwise, x, 1, 6, 6, 8, prepared, 5, 5, 1, 1, 1, 1, 0, 0, 0, 0, 0, stage.bias,
+                     stage.multiplier, 0, 0, 255, np.zeros(64, np.uint8), 1, 0)
+    with pytest.raises(InferenceError, match="int8"):
+        kernels.pack_depthwise(np.ones((3, 3, 8), np.uint8))
 
 
 @FAST
