@@ -102,6 +102,17 @@ def pack_weights(w: np.ndarray) -> PackedWeights:
     return call(_kernels.pack_weights, np.ascontiguousarray(w), n, k)
 
 
+def min_work_per_thread(
+    gemm: int | None = None, depthwise: int | None = None, maxpool: int | None = None
+) -> tuple[int, int, int]:
+    """The work a thread must get before a kernel call splits across threads (GEMM MACs,
+    depthwise window MACs, maxpool window comparisons): sets those given (>= 1) and returns the
+    previous three.  Below it a call runs on fewer threads, at least one, whatever ``threads``
+    asks: a few microseconds of work do not pay a worker's wake-up.  Set between calls only."""
+    args = [-1 if v is None else int(v) for v in (gemm, depthwise, maxpool)]
+    return call(_kernels.min_work_per_thread, *args)
+
+
 def pack_depthwise(w: np.ndarray) -> DepthwiseWeights:
     """Depthwise weights int8 (kh, kw, C) prepared once (channel sums, each SIMD path's
     tap-pair layout on its first call) instead of on every call."""

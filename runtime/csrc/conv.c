@@ -200,6 +200,9 @@ int depthwise_run(int path, const depthwise_args *args, const dw_weights *d, int
         a.zxrow = zxrow;
         a.os.bias = bias;
     }
+    /* Work fits 64 bits: the output (total * ow * c bytes) was checked against its buffer and
+     * taps <= TAPS_MAX. */
+    nthreads = pool_threads_for(POOL_WORK_DEPTHWISE, total * a.g.ow * a.g.c * d->taps, nthreads);
     int64_t tasks = nthreads > 1 ? 4 * (int64_t)nthreads : 1;
     if (tasks > total) tasks = total;
     depthwise_job job = {depthwise_kernels[path], &a, (total + tasks - 1) / tasks, 0};

@@ -51,6 +51,9 @@ static void maxpool_task(void *ctx, int64_t task, int worker) {
 
 void maxpool_run(maxpool_args *a, int nthreads) {
     const int64_t total = a->g.batch * a->g.oh;
+    /* Output pixels * c bytes were checked against the output buffer; the window may be huge. */
+    nthreads = pool_threads_for(POOL_WORK_MAXPOOL,
+                                pool_sat_mul(total * a->g.ow * a->g.c, pool_sat_mul(a->g.kh, a->g.kw)), nthreads);
     a->tasks = nthreads > 1 ? 4 * (int64_t)nthreads : 1;
     if (a->tasks > total) a->tasks = total;
     if (total > 0) pool_run(maxpool_task, a, a->tasks, nthreads);

@@ -603,6 +603,25 @@ static PyObject *py_peak(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS return PyLong_FromLongLong(ops);
 }
 
+static PyObject *py_min_work_per_thread(PyObject *self, PyObject *args) {
+    (void)self;
+    long long v[POOL_WORK_KINDS] = {-1, -1, -1};
+    if (!PyArg_ParseTuple(args, "|LLL", &v[0], &v[1], &v[2])) return NULL;
+    PyObject *old = Py_BuildValue("(LLL)", (long long)pool_min_work[0], (long long)pool_min_work[1],
+                                  (long long)pool_min_work[2]);
+    if (old == NULL) return NULL;
+    for (int i = 0; i < POOL_WORK_KINDS; ++i)
+        if (v[i] == 0 || v[i] < -1) {
+            Py_DECREF(old);
+            PyErr_Format(PyExc_ValueError, "min_work_per_thread: minimum %lld must be >= 1 (-1 keeps it)", v[i]);
+            return NULL;
+        }
+    /* Read by kernels without the GIL: set only between calls (the tests, a tuning script). */
+    for (int i = 0; i < POOL_WORK_KINDS; ++i)
+        if (v[i] > 0) pool_min_work[i] = v[i];
+    return old;
+}
+
 static PyObject *py_paths(PyObject *self, PyObject *noargs) {
     (void)self;
     (void)noargs;
@@ -639,6 +658,10 @@ static PyMethodDef methods[] = {
     {"peak", py_peak, METH_VARARGS,
      "peak(path, iterations) -> int8 operations executed by a register-only loop of the path's multiply-accumulate"
      " instructions in its micro-kernel's mix (time it to get the path's measured peak)"},
+    {"min_work_per_thread", py_min_work_per_thread, METH_VARARGS,
+     "min_work_per_thread([gemm, depthwise, maxpool]) -> previous (gemm, depthwise, maxpool): a call splits across"
+     " threads only when each gets this much work (GEMM MACs, depthwise window MACs, maxpool comparisons); -1 keeps"
+     " one"},
     {"paths", py_paths, METH_NOARGS, "paths() -> instruction-set paths available here, slowest first"},
     {NULL, NULL, 0, NULL},
 };

@@ -158,6 +158,8 @@ static void gemm_task(void *ctx, int64_t task, int worker) {
 int qgemm_run(int path, const packed_b *b, int64_t m, a_fill_fn fill, const void *fill_ctx, const out_stage *os,
               int nthreads) {
     if (m <= 0 || b->n <= 0) return 0;
+    /* m, n, k < 2^31 and k <= QGEMM_K_MAX: the product fits 64 bits. */
+    nthreads = pool_threads_for(POOL_WORK_GEMM, m * b->n * b->k, nthreads);
     const qgemm_isa *isa = isas[path];
     const int64_t mblocks = (m + QGEMM_MB - 1) / QGEMM_MB;
     const int64_t nblocks = b->np / QGEMM_NBLOCK;

@@ -16,6 +16,8 @@
 
 #define SPIN_ROUNDS 2000 /* ~0.1 ms: bridges the Python gap between two kernels, no more */
 
+int64_t pool_min_work[POOL_WORK_KINDS] = {4000000, 500000, 2000000};
+
 static pthread_mutex_t run_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t wake_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake_cond = PTHREAD_COND_INITIALIZER;

@@ -13,6 +13,14 @@ from runtime import _kernels, kernels
 from runtime.errors import InferenceError
 
 PATHS = kernels.available_paths()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def split_every_call():
+    """The tests' shapes are small: with a minimum of 1 every threaded call here really splits."""
+    previous = kernels.min_work_per_thread(1, 1, 1)
+    yield
+    kernels.min_work_per_thread(*previous)
 FAST = settings(max_examples=25, deadline=None)
 
 
@@ -318,3 +326,32 @@ def test_isa_environment_variable_forces_a_path(monkeypatch):
     monkeypatch.setenv(kernels.ISA_ENV, "no-such-isa")
     with pytest.raises(InferenceError):
         kernels.resolve_path()
+
+
+def test_work_threshold_keeps_small_calls_on_one_thread_and_results_identical():
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 256, (49, 160), dtype=np.uint8)
+    packed = kernels.pack_weights(rng.integers(-128, 128, (96, 160), dtype=np.int8))
+    stage = random_stage(rng, 96, int32=False)
+    x = rng.integers(0, 256, (1, 14, 14, 40), dtype=np.uint8)
+    wd = kernels.pack_depthwise(rng.integers(-128, 128, (3, 3, 40), dtype=np.int8))
+    dstage = random_stage(rng, 40, int32=False)
+    geom = kernels.ConvGeometry((3, 3), (1, 1), (1, 1), (1, 1, 1, 1))
+    split = kernels.min_work_per_thread()
+    assert split == (1, 1, 1)  # the module's fixture
+    try:
+        for minimum in (1, 10**12):  # every call split / none split
+            kernels.min_work_per_thread(minimum, minimum, minimum)
+            for path in PATHS:
+                np.testing.assert_array_equal(
+                    kernels.gemm(a, packed, stage, 2, path), kernels.gemm(a, packed, stage, 1, path)
+                )
+                np.testing.assert_array_equal(
+                    kernels.depthwise_nhwc(x, wd, geom, 3, dstage, 2, path),
+                    kernels.depthwise_nhwc(x, wd, geom, 3, dstage, 1, path),
+                )
+                np.testing.assert_array_equal(kernels.maxpool_nhwc(x, geom, 2), kernels.maxpool_nhwc(x, geom, 1))
+        with pytest.raises(InferenceError, match="must be >= 1"):
+            kernels.min_work_per_thread(0)
+    finally:
+        kernels.min_work_per_thread(*split)
