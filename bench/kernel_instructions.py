@@ -32,6 +32,7 @@ CASES = {
     "conv 3x3 56x56x64->64": "kernels.conv_nhwc(x56, p3, g3, 7, st64, 1, PATH)",
     "conv 1x1 56x56x64->64": "kernels.conv_nhwc(x56, p1, g1, 7, st64, 1, PATH)",
     "depthwise 3x3 56x56x144": "kernels.depthwise_nhwc(xd, wdp, g3, 7, st144, 1, PATH)",
+    "depthwise 3x3 7x7x960": "kernels.depthwise_nhwc(xs, wsp, g3, 7, st960, 1, PATH)",
 }
 
 SETUP = """
@@ -51,6 +52,10 @@ xd = r.integers(0, 256, (1, 56, 56, 144), dtype=np.uint8)
 wd = r.integers(-128, 128, (3, 3, 144), dtype=np.int8)
 # Prepared once as the runtime does (a build without pack_depthwise prepares on every call).
 wdp = kernels.pack_depthwise(wd) if hasattr(kernels, "pack_depthwise") else wd
+xs = r.integers(0, 256, (1, 7, 7, 960), dtype=np.uint8)
+ws = r.integers(-128, 128, (3, 3, 960), dtype=np.int8)
+wsp = kernels.pack_depthwise(ws) if hasattr(kernels, "pack_depthwise") else ws
+st960 = kernels.OutputStage(np.zeros(960, np.int32), np.full(960, 1e-4, np.float32), 3, 0, 255)
 st144 = kernels.OutputStage(np.zeros(144, np.int32), np.full(144, 1e-4, np.float32), 3, 0, 255)
 """
 
