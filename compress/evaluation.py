@@ -26,10 +26,24 @@ from runtime import InferenceSession
 from runtime.machine import describe
 
 FP32_TORCH = "fp32 (torch)"
-INT8_SIM = "int8 simulation (torch)"
 FP32_ORT = "fp32 (ONNX Runtime)"
-INT8_ORT = "int8 (ONNX Runtime)"
-INT8_OURS = "int8 (compress runtime)"
+
+
+def sim_label(scheme: str = "int8") -> str:
+    return f"{scheme} simulation (torch)"
+
+
+def ort_label(scheme: str = "int8") -> str:
+    return f"{scheme} (ONNX Runtime)"
+
+
+def ours_label(scheme: str = "int8") -> str:
+    return f"{scheme} (compress runtime)"
+
+
+# The labels of the default scheme; a weight-only or dynamic model is labelled by what it is
+# (``evaluate(scheme="int4 weight-only g128")``), so a table never calls a 4-bit file int8.
+INT8_SIM, INT8_ORT, INT8_OURS = sim_label(), ort_label(), ours_label()
 
 
 @dataclass
@@ -46,6 +60,7 @@ class Evaluation:
     machine: str = ""  # CPU model, int8 features, the runtime's ISA path: every figure depends on them
     notes: list[str] = field(default_factory=list)  # ORT's exactness here, and why it disagrees if it does
     ort_vs_ours_top1: float | None = None  # percent of inputs where ORT int8 and our runtime pick one class
+    scheme: str = "int8"  # what the quantized variants are: int8 static, int8 dynamic, int4 weight-only g128, ...
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -132,12 +147,14 @@ def evaluate(
     repeats: int = 20,
     threads: int = 1,
     progress: bool = True,
+    scheme: str = "int8",
 ) -> Evaluation:
     """Measure every given variant on ``loader`` of (inputs, labels) batches.
 
     ``model``: the float model; ``qmodel``: its fake-quant simulation; ``int8_onnx``: the
     exported file, run by the bundled runtime and, when installed, by ONNX Runtime;
     ``fp32_onnx``: the float file, timed on ONNX Runtime. Every engine gets ``threads``.
+    ``scheme`` names the quantized variants in the tables ("int8", "int4 weight-only g128", ...).
     """
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -145,26 +162,27 @@ def evaluate(
         engines: dict[str, Callable[[torch.Tensor], np.ndarray]] = {}
         if model is not None:
             engines[FP32_TORCH] = _torch_fn(model.eval())
+        sim, ours, ort = sim_label(scheme), ours_label(scheme), ort_label(scheme)
         if qmodel is not None:
-            engines[INT8_SIM] = _torch_fn(qmodel.eval())
+            engines[sim] = _torch_fn(qmodel.eval())
         if int8_onnx is not None:
-            engines[INT8_OURS] = _onnx_fn(InferenceSession(int8_onnx, threads=threads))
+            engines[ours] = _onnx_fn(InferenceSession(int8_onnx, threads=threads))
             if ort_available():
-                engines[INT8_ORT] = _onnx_fn(_ort_session(Path(int8_onnx), threads))
-        result = Evaluation(latency_batch=latency_batch, threads=threads, machine=describe())
+                engines[ort] = _onnx_fn(_ort_session(Path(int8_onnx), threads))
+        result = Evaluation(latency_batch=latency_batch, threads=threads, machine=describe(), scheme=scheme)
         if accuracy:
-            _accuracy(engines, loader, max_batches, progress, result)
-            if INT8_ORT in engines:
+            _accuracy(engines, loader, max_batches, progress, result, ours=ours, ort=ort)
+            if ort in engines:
                 _explain_ort(result)
         if latency:
             timed = dict(engines)
-            timed.pop(INT8_SIM, None)  # the simulation is a correctness tool, not a deployment target
+            timed.pop(sim, None)  # the simulation is a correctness tool, not a deployment target
             if fp32_onnx is not None and ort_available():
                 timed[FP32_ORT] = _onnx_fn(_ort_session(Path(fp32_onnx), threads))
             x = _latency_input(loader, latency_batch)
             for name, fn in tqdm(timed.items(), desc="latency", disable=not progress):
                 result.latency_ms[name] = best_ms(fn, x, repeats)
-        for label, path in (("fp32 ONNX", fp32_onnx), ("int8 ONNX", int8_onnx)):
+        for label, path in (("fp32 ONNX", fp32_onnx), (f"{scheme} ONNX", int8_onnx)):
             if path is not None:
                 result.sizes_bytes[label] = Path(path).stat().st_size
         return result
@@ -172,7 +190,8 @@ def evaluate(
         torch.set_num_threads(threads_before)
 
 
-def _accuracy(engines: dict, loader: Iterable, max_batches: int | None, progress: bool, result: Evaluation) -> None:
+def _accuracy(engines: dict, loader: Iterable, max_batches: int | None, progress: bool, result: Evaluation, *,
+              ours: str, ort: str) -> None:
     correct = dict.fromkeys(engines, 0)
     agree = dict.fromkeys(engines, 0)
     engines_agree = total = 0
@@ -186,15 +205,15 @@ def _accuracy(engines: dict, loader: Iterable, max_batches: int | None, progress
             correct[name] += int((p == y).sum())
             if ref is not None:
                 agree[name] += int((p == ref).sum())
-        if INT8_ORT in preds and INT8_OURS in preds:
-            engines_agree += int((preds[INT8_ORT] == preds[INT8_OURS]).sum())
+        if ort in preds and ours in preds:
+            engines_agree += int((preds[ort] == preds[ours]).sum())
         total += len(y)
     total = max(total, 1)
     result.samples = total
     result.accuracy = {n: 100.0 * c / total for n, c in correct.items()}
     if FP32_TORCH in engines:
         result.agreement = {n: 100.0 * a / total for n, a in agree.items() if n != FP32_TORCH}
-    if INT8_ORT in engines and INT8_OURS in engines:
+    if ort in engines and ours in engines:
         result.ort_vs_ours_top1 = 100.0 * engines_agree / total
 
 

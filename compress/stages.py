@@ -177,16 +177,28 @@ def export(state: RunState, stage: Stage) -> None:
     distributed.barrier()
 
 
+def scheme_label(o: dict[str, Any]) -> str:
+    """What a quantize stage's options make, in a report's words ("int4 weight-only g128 gptq", ...)."""
+    mode = o["mode"]
+    if mode == "weight_only":
+        return f"int{o['bits']} weight-only g{o['group_size']} {o['algorithm']}"
+    if mode == "dynamic":
+        return "int8 dynamic"
+    return "int8" if o["weight_bits"] == 8 else f"w{o['weight_bits']}a8"
+
+
 def evaluate(state: RunState, stage: Stage) -> None:
     if not distributed.is_writer():
         return
     o = stage.options
+    quantize_stage = next((st for st in state.recipe.stages if st.name == "quantize"), None)
+    scheme = "int8" if quantize_stage is None else scheme_label(quantize_stage.options)
     paths = {k: state.out / v for k, v in state.artifacts.items()}
     result = compress.evaluate(
         state.test_loader, model=state.model, qmodel=state.qmodel, int8_onnx=paths.get("int8_onnx"),
         fp32_onnx=paths.get("fp32_onnx"), accuracy=o["accuracy"], latency=o["latency"],
         max_batches=o["max_batches"], latency_batch=o["latency_batch"], repeats=o["repeats"],
-        threads=o["threads"], progress=state.show,
+        threads=o["threads"], progress=state.show, scheme=scheme,
     )
     state.info["evaluation"] = result.to_dict()
 

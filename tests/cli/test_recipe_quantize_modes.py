@@ -61,12 +61,12 @@ def test_new_recipes_validate_with_their_defaults():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("recipe", "extra", "op"), [
-    ("mnist5k_weight_only_int4_gptq", ["stages.1.quantize.group_size=32"], "MatMulNBits"),
-    ("mnist5k_dynamic_per_token", [], "MatMulInteger"),
-    ("mnist5k_ptq_accuracy_control", [], "QuantizeLinear"),
+@pytest.mark.parametrize(("recipe", "extra", "op", "scheme"), [
+    ("mnist5k_weight_only_int4_gptq", ["stages.1.quantize.group_size=32"], "MatMulNBits", "int4 weight-only g32 gptq"),
+    ("mnist5k_dynamic_per_token", [], "MatMulInteger", "int8 dynamic"),
+    ("mnist5k_ptq_accuracy_control", [], "QuantizeLinear", "w4a8"),  # 4-bit weights, 8-bit activations
 ])
-def test_recipe_runs_on_a_tiny_model(tmp_path, recipe, extra, op):
+def test_recipe_runs_on_a_tiny_model(tmp_path, recipe, extra, op, scheme):
     sets = ["model.kwargs.width=8", "stages.0.train.epochs=1", "data.test_size=300", "stages.3.evaluate.repeats=2",
             *extra]
     out = tmp_path / "out"
@@ -80,5 +80,8 @@ def test_recipe_runs_on_a_tiny_model(tmp_path, recipe, extra, op):
     quant = report["stages"]["1:quantize"]
     evaluation = json.dumps(report["evaluation"])
     assert quant["test_accuracy"] > 0 and "compress runtime" in evaluation
+    # the report names what the file is: a 4-bit weight-only model is never labelled int8
+    assert report["evaluation"]["scheme"] == scheme
+    assert f"{scheme} (compress runtime)" in report["evaluation"]["accuracy"]
     if recipe == "mnist5k_ptq_accuracy_control":
         assert isinstance(quant["kept_float"], list)  # the layers kept float to meet the bound
