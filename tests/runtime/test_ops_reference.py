@@ -166,6 +166,36 @@ def test_qlinear_matmul_on_both_operand_types_per_tensor_and_per_axis(a_type, b_
     np.testing.assert_array_equal(ours[0], ref[0])
 
 
+@pytest.mark.parametrize("b_type", [np.uint8, np.int8])
+def test_qlinear_matmul_of_two_run_time_tensors_is_exact_batched(b_type):
+    """Attention's QKᵀ shape (batch, heads, T, d) @ (batch, heads, d, T), B a run-time input:
+    the exact product (float64 BLAS) requantized must give the reference's codes, including
+    at the largest accumulator magnitude."""
+    lo_b, hi_b = np.iinfo(b_type).min, np.iinfo(b_type).max
+    a = RNG.integers(0, 256, (2, 3, 9, 64)).astype(np.uint8)
+    b = RNG.integers(lo_b, hi_b + 1, (2, 3, 64, 7)).astype(b_type)
+    a[0, 0, 0], b[0, 0, :, 0] = 255, hi_b  # the largest accumulator magnitude
+    inits = [
+        const("as", np.float32(0.021)),
+        const("az", np.uint8(131)),
+        const("bs", np.float32(0.013)),
+        const("bz", b_type(7)),
+        const("ys", np.float32(0.9)),
+        const("yz", np.uint8(128)),
+    ]
+    node = helper.make_node("QLinearMatMul", ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], ["y"])
+    b_elem = TensorProto.UINT8 if b_type == np.uint8 else TensorProto.INT8
+    model = make_model(
+        [node],
+        [tensor("a", list(a.shape), TensorProto.UINT8), tensor("b", list(b.shape), b_elem)],
+        [tensor("y", None, TensorProto.UINT8)],
+        inits,
+        opset=21,
+    )
+    ours, ref = _both(model, {"a": a, "b": b})
+    np.testing.assert_array_equal(ours[0], ref[0])
+
+
 def test_an_attribute_value_the_kernel_lacks_is_a_named_error_at_load():
     """The op's ``choices`` fact: Resize with antialias=1 is refused before anything runs."""
     x = np.zeros((1, 1, 4, 4), np.float32)
