@@ -28,7 +28,9 @@ def softmax(node, graph, opts):
         v, axis, shape = _softmax_axes(node, graph, x)
         e = np.subtract(v, v.max(axis=axis, keepdims=True))  # one new tensor, then in place
         np.exp(e, out=e)
-        e /= e.sum(axis=axis, keepdims=True)
+        # times the reciprocal of the sum, not divided by it: ONNX Runtime's (MLAS) and torch's
+        # order, so a QuantizeLinear after the softmax picks the same code on a rounding tie
+        e *= np.reciprocal(e.sum(axis=axis, keepdims=True))
         return [e.astype(x.dtype, copy=False).reshape(shape)]
 
     return run

@@ -196,6 +196,21 @@ def test_qlinear_matmul_of_two_run_time_tensors_is_exact_batched(b_type):
     np.testing.assert_array_equal(ours[0], ref[0])
 
 
+def test_softmax_scales_by_the_reciprocal_of_the_sum_as_onnx_runtime_and_torch_do():
+    """exp(x - max) times 1/sum, not divided by the sum: ONNX Runtime's (MLAS) and torch's order.
+    A QuantizeLinear after a softmax (attention probabilities) flips a code on an ulp, so the
+    order is part of agreeing with them; the division form differs from ORT in more elements."""
+    x = (RNG.standard_normal((8, 12, 48, 48)) * 3).astype(np.float32)
+    model = _single(helper.make_node("Softmax", ["x"], ["y"], axis=-1), x, None)
+    ours = InferenceSession(model, threads=1).run(None, {"x": x})[0]
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    np.testing.assert_array_equal(ours, e * np.reciprocal(e.sum(axis=-1, keepdims=True)))
+    theirs = ort_session(model).run(None, {"x": x})[0]
+    divided = e / e.sum(axis=-1, keepdims=True)
+    assert (ours != theirs).sum() < (divided != theirs).sum()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-7)
+
+
 def test_an_attribute_value_the_kernel_lacks_is_a_named_error_at_load():
     """The op's ``choices`` fact: Resize with antialias=1 is refused before anything runs."""
     x = np.zeros((1, 1, 4, 4), np.float32)
