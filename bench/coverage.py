@@ -68,9 +68,12 @@ def torchvision_model(name: str) -> tuple[torch.nn.Module, dict, dict]:
         kw = {"aux_logits": False, "init_weights": False} if name in ("googlenet", "inception_v3") else {}
         model = torchvision.models.get_model(name, num_classes=10, **kw)
     model = trained_like_batchnorm(model, (4, 3, size, size))
-    if isinstance(getattr(model, "class_token", None), torch.nn.Parameter):  # ViT: zeros until trained
-        with torch.no_grad():
+    with torch.no_grad():  # ViT's class token and head are zeros until trained: constants nothing can calibrate
+        if isinstance(getattr(model, "class_token", None), torch.nn.Parameter):
             model.class_token.normal_(0.0, 0.02)
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear) and not m.weight.any():
+                m.weight.normal_(0.0, 0.02)
     arg = next(iter(inspect.signature(model.forward).parameters))  # "x", or "input" (segmentation)
     return model, {arg: torch.randn(4, 3, size, size)}, {arg: torch.randn(2, 3, size, size)}
 
