@@ -5,7 +5,7 @@ runtime/ops/registry.py); this module holds only the rewrite mechanisms, one per
 
   conv         Conv -> QLinearConv (int32 bias requantized when its scale differs)
   gemm         Gemm -> com.microsoft QGemm (without a Q after it: fp32 output)
-  matmul       MatMul with a constant 2-D B -> QLinearMatMul
+  matmul       MatMul with a constant 2-D B or a per-tensor run-time B -> QLinearMatMul
   elementwise  n quantized inputs, one output -> a com.microsoft QLinear* op (Add, Mul,
                average pools, Sigmoid, LeakyRelu)
   concat       Concat -> com.microsoft QLinearConcat
@@ -181,7 +181,10 @@ class _Folder:
         if not (a_dq and b_dq and q):
             return None
         b = self.graph.const(b_dq.inputs[0])
-        if b is None or b.ndim != 2:
+        if b is None:  # both operands computed at run time (attention's QKᵀ, PV): per-tensor B only
+            if self.graph.const(b_dq.inputs[1]).size != 1:
+                return None
+        elif b.ndim != 2:
             return None
         inputs = [a_dq.inputs[0], *self.qparams(a_dq), b_dq.inputs[0], *self.qparams(b_dq), *self.qparams(q)]
         return Node(rule.target[1], node.name, inputs, [q.outputs[0]], self._fused(node, {}), rule.target[0])

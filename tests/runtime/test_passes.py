@@ -195,3 +195,40 @@ def test_every_fold_target_is_a_registered_op_and_keeps_ops_fold_onto_codes():
     sliced = next(n for n in fold_qdq(g).nodes if n.op_type == "Slice")
     assert sliced.inputs[0] == "xq" and sliced.outputs == ["sq"]
     assert not any(n.name == "q1" for n in g.nodes)
+
+
+def test_fold_qdq_turns_a_product_of_two_runtime_tensors_into_exact_qlinearmatmul():
+    """Attention's QKᵀ and PV: both operands computed at run time. Folded, the product is the exact
+    integer sum requantized once (what ONNX Runtime's QLinearMatMul and the simulation compute), not
+    an fp32 sum of dequantized products that rounds differently near half a step."""
+    from runtime import InferenceSession
+    from tests.runtime.onnx_builders import const, make_model, tensor
+
+    sa, sb, sy = np.float32(0.037), np.float32(0.021), np.float32(0.29)
+    nodes = [
+        *(onnx_node(op, [f"{t}{s}", f"s{t}", f"z{t}"], [f"{t}{o}"])
+          for t in "ab" for op, s, o in (("QuantizeLinear", "", "q"), ("DequantizeLinear", "q", "f"))),
+        onnx_node("MatMul", ["af", "bf"], ["m"]),
+        onnx_node("QuantizeLinear", ["m", "sy", "zy"], ["y"]),
+    ]
+    consts = [const("sa", sa), const("za", np.uint8(131)), const("sb", sb), const("zb", np.int8(3)),
+              const("sy", sy), const("zy", np.uint8(120))]
+    model = make_model(nodes, [tensor("a", [2, 3, 5, 40]), tensor("b", [2, 3, 40, 7])],
+                       [tensor("y", [2, 3, 5, 7], 2)], consts)
+    sess = InferenceSession(model, threads=1)
+    assert [n.op_type for n in sess.graph.nodes].count("QLinearMatMul") == 1
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 2, (2, 3, 5, 40)).astype(np.float32)
+    b = rng.normal(0, 1, (2, 3, 40, 7)).astype(np.float32)
+    y = sess.run(None, {"a": a, "b": b})[0]
+    aq = np.clip(np.rint(a / sa) + 131, 0, 255).astype(np.int64) - 131
+    bq = np.clip(np.rint(b / sb) + 3, -128, 127).astype(np.int64) - 3
+    multiplier = np.float32(np.float32(sa * sb) / sy)
+    expected = np.clip(np.rint((aq @ bq).astype(np.float64) * np.float64(multiplier)) + 120, 0, 255)
+    np.testing.assert_array_equal(y, expected.astype(np.uint8))
+
+
+def onnx_node(op: str, inputs: list[str], outputs: list[str]):
+    import onnx
+
+    return onnx.helper.make_node(op, inputs, outputs)
