@@ -12,6 +12,11 @@ the existing passes understand:
   that very module again, at its original name ("layer1.0.conv1"), so BN folding, fusion,
   ``skip=[...]`` and QAT's Conv-BN modules work unchanged; HuggingFace's ``Conv1D``
   (``addmm(bias, x, W)``, GPT-2) becomes an ``nn.Linear`` of the transposed weight;
+  ``nn.MultiheadAttention``'s packed q/k/v projection (``linear(x, in_proj_weight,
+  in_proj_bias)``) becomes an ``nn.Linear`` named ``<attention>.in_proj``;
+- ``aten.scaled_dot_product_attention`` without mask, dropout or causality becomes
+  ``matmul(q, kᵀ) · scale → softmax → matmul(p, v)``, the products the int8 graph computes
+  on codes (as a HuggingFace eager attention), instead of one float op;
 - ``aten.dropout`` becomes ``nn.Dropout`` so that QAT trains with it and eval removes it.
 
 The batch dimension is captured as dynamic, so the graph runs on any batch size. What
@@ -176,12 +181,17 @@ def _lift_modules(gm: fx.GraphModule, model: nn.Module) -> None:
             bias = node.args[2] if len(node.args) > 2 else None
             if owner and (bias is None if owner[1].bias is None else _is_attr(bias, f"{owner[0]}.bias")):
                 lifted = owner
+            elif name == "aten::linear":
+                lifted = _in_proj_as_linear(gm, model, node)
         elif name == "aten::batch_norm":
             owner = _param_owner(model, node.args[1], nn.modules.batchnorm._BatchNorm)
             if owner and owner[1].track_running_stats and _is_attr(node.args[3], f"{owner[0]}.running_mean"):
                 lifted = owner
         elif name == "aten::addmm":
             lifted = _conv1d_as_linear(model, node)
+        elif name == "aten::scaled_dot_product_attention":
+            _decompose_sdpa(graph, node)
+            continue
         elif name == "aten::dropout":
             module = nn.Dropout(float(node.args[1]))
             lifted = (_free_name(gm, node.name), module)
@@ -231,3 +241,57 @@ def _conv1d_as_linear(model: nn.Module, node: fx.Node) -> tuple[str, nn.Module] 
 
 def _sibling(node: fx.Node, attr: str) -> str:
     return f"{str(node.target).rpartition('.')[0]}.{attr}"
+
+
+def _in_proj_as_linear(gm: fx.GraphModule, model: nn.Module, node: fx.Node) -> tuple[str, nn.Module] | None:
+    """``linear(x, in_proj_weight, in_proj_bias)`` of an ``nn.MultiheadAttention``: an nn.Linear ``<mha>.in_proj``."""
+    weight = node.args[1]
+    bias = node.args[2] if len(node.args) > 2 else None
+    if not (isinstance(weight, fx.Node) and weight.op == "get_attr"):
+        return None
+    owner, _, attr = str(weight.target).rpartition(".")
+    if attr != "in_proj_weight":
+        return None
+    try:
+        mha = model.get_submodule(owner)
+    except AttributeError:
+        return None
+    if not isinstance(mha, nn.MultiheadAttention):
+        return None
+    if not (bias is None if mha.in_proj_bias is None else _is_attr(bias, f"{owner}.in_proj_bias")):
+        return None
+    w = mha.in_proj_weight
+    linear = nn.Linear(w.shape[1], w.shape[0], bias=mha.in_proj_bias is not None, device=w.device, dtype=w.dtype)
+    with torch.no_grad():
+        linear.weight.copy_(w)
+        if mha.in_proj_bias is not None:
+            linear.bias.copy_(mha.in_proj_bias)
+    return _free_name(gm, f"{owner}.in_proj"), linear
+
+
+def _decompose_sdpa(graph: fx.Graph, node: fx.Node) -> None:
+    """``scaled_dot_product_attention(q, k, v)`` (no mask, dropout, causality or GQA) as
+    ``softmax(matmul(q, kᵀ) · scale) @ v``: two products on int8 codes and a float Softmax."""
+    q, k, v = node.args[:3]
+    names = ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+    opts = dict(zip(names, node.args[3:], strict=False), **node.kwargs)
+    if opts.get("attn_mask") is not None or opts.get("dropout_p", 0.0) or opts.get("is_causal", False) \
+            or opts.get("enable_gqa", False):
+        return
+    scale = opts.get("scale")
+    if scale is None:
+        val = q.meta.get("val") if isinstance(q, fx.Node) else None
+        head = val.shape[-1] if val is not None else None
+        if not isinstance(head, int):
+            return
+        scale = 1.0 / head ** 0.5
+    aten = torch.ops.aten
+    with graph.inserting_before(node):
+        kt = graph.call_function(aten.transpose.int, (k, -2, -1))
+        scores = graph.call_function(aten.matmul.default, (q, kt))
+        scaled = graph.call_function(aten.mul.Tensor, (scores, float(scale)))
+        probs = graph.call_function(aten.softmax.int, (scaled, -1))
+        out = graph.call_function(aten.matmul.default, (probs, v))
+    out.meta = dict(node.meta)
+    node.replace_all_uses_with(out)
+    graph.erase_node(node)
