@@ -16,7 +16,8 @@ the existing passes understand:
   in_proj_bias)``) becomes an ``nn.Linear`` named ``<attention>.in_proj``;
 - ``aten.scaled_dot_product_attention`` without mask, dropout or causality becomes
   ``matmul(q, kᵀ) · scale → softmax → matmul(p, v)``, the products the int8 graph computes
-  on codes (as a HuggingFace eager attention), instead of one float op;
+  on codes (as a HuggingFace eager attention), instead of one float op; an ``aten.einsum``
+  that is a batched matrix product (``"bhid,bhjd->bhij"``, ``"bhij,bhjd->bhid"``, MaxViT) a ``matmul``;
 - ``aten.dropout`` becomes ``nn.Dropout`` so that QAT trains with it and eval removes it.
 
 The batch dimension is captured as dynamic, so the graph runs on any batch size. What
@@ -192,6 +193,9 @@ def _lift_modules(gm: fx.GraphModule, model: nn.Module) -> None:
         elif name == "aten::scaled_dot_product_attention":
             _decompose_sdpa(graph, node)
             continue
+        elif name == "aten::einsum":
+            _einsum_as_matmul(graph, node)
+            continue
         elif name == "aten::dropout":
             module = nn.Dropout(float(node.args[1]))
             lifted = (_free_name(gm, node.name), module)
@@ -294,4 +298,37 @@ def _decompose_sdpa(graph: fx.Graph, node: fx.Node) -> None:
         out = graph.call_function(aten.matmul.default, (probs, v))
     out.meta = dict(node.meta)
     node.replace_all_uses_with(out)
+    graph.erase_node(node)
+
+
+def _einsum_as_matmul(graph: fx.Graph, node: fx.Node) -> None:
+    """A two-operand ``einsum`` that is a batched matrix product — ``P i k, P k j -> P i j`` or
+    ``P i k, P j k -> P i j`` over the same batch letters ``P`` — as ``matmul`` (an integer product)."""
+    if len(node.args) < 2 or not isinstance(node.args[0], str) or len(node.args[1]) != 2:
+        return
+    if len(node.args) > 2 and node.args[2] is not None:
+        return
+    eq = node.args[0].replace(" ", "")
+    if "->" not in eq or "." in eq:
+        return
+    lhs, out = eq.split("->")
+    terms = lhs.split(",")
+    if len(terms) != 2:
+        return
+    a, b = terms
+    n = len(out)
+    if not (n >= 2 and len(a) == len(b) == n and len(set(a + b)) == n + 1 and a[:-2] == b[:-2] == out[:-2]):
+        return
+    i, j = out[-2], out[-1]
+    x, y = node.args[1]
+    aten = torch.ops.aten
+    with graph.inserting_before(node):
+        if a[-2] == i and a[-1] == b[-2] and b[-1] == j and a[-1] not in out:  # P i k, P k j
+            new = graph.call_function(aten.matmul.default, (x, y))
+        elif a[-2] == i and b[-2] == j and a[-1] == b[-1] and a[-1] not in out:  # P i k, P j k
+            new = graph.call_function(aten.matmul.default, (x, graph.call_function(aten.transpose.int, (y, -2, -1))))
+        else:
+            return
+    new.meta = dict(node.meta)
+    node.replace_all_uses_with(new)
     graph.erase_node(node)
