@@ -16,6 +16,30 @@
 /* Windows of at most this many taps take the fused kernel below. */
 #define FUSED_TAPS_MAX 25
 
+/* One 32-channel group of every tap pair: exact vpmaddwd of (x0, x1) byte pairs widened to int16 against the
+ * packed weight pairs; the int32 sums come out lane-interleaved in *lo and *hi (the callers' 64-bit shuffles
+ * put channels 0-15 and 16-31 back in order). Shared by the fused and the int32-row kernels; returns the
+ * weights of the next group. */
+static inline const int16_t *tap_pairs(const depthwise_scratch *s, const int16_t *w, int64_t ch, int full,
+                                       __mmask32 m, int64_t taps, int64_t pairs, __m512i *lo, __m512i *hi) {
+    __m512i l = _mm512_setzero_si512(), h = _mm512_setzero_si512();
+    for (int64_t p = 0; p < pairs; ++p, w += 64) {
+        /* Masked loads only for a channel tail: they are slower on Zen 4. */
+        const __m256i x0 = full ? _mm256_loadu_si256((const __m256i *)(s->xp[2 * p] + ch))
+                                : _mm256_maskz_loadu_epi8(m, s->xp[2 * p] + ch);
+        const __m256i x1 = 2 * p + 1 >= taps ? _mm256_setzero_si256()
+                           : full ? _mm256_loadu_si256((const __m256i *)(s->xp[2 * p + 1] + ch))
+                                  : _mm256_maskz_loadu_epi8(m, s->xp[2 * p + 1] + ch);
+        const __m512i plo = _mm512_cvtepu8_epi16(_mm256_unpacklo_epi8(x0, x1));
+        const __m512i phi = _mm512_cvtepu8_epi16(_mm256_unpackhi_epi8(x0, x1));
+        l = _mm512_add_epi32(l, _mm512_madd_epi16(plo, _mm512_load_si512(w)));
+        h = _mm512_add_epi32(h, _mm512_madd_epi16(phi, _mm512_load_si512(w + 32)));
+    }
+    *lo = l;
+    *hi = h;
+    return w;
+}
+
 /* The same sums with the output stage fused: per output pixel, each 32-channel step is
  * requantized from its accumulators and stored as bytes (no int32 row).  The tap pointers of a
  * pixel whose window lies inside the image horizontally are a per-row base plus ox times a
@@ -52,19 +76,8 @@ static void rows_fused(const depthwise_args *a, int64_t r0, int64_t r1, const de
             for (int64_t ch = 0; ch < c; ch += 32) {
                 const int full = c - ch >= 32;
                 const __mmask32 m = full ? 0xFFFFFFFFu : (__mmask32)((1u << (c - ch)) - 1u);
-                __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
-                for (int64_t p = 0; p < pairs; ++p, w += 64) {
-                    /* Masked loads only for a channel tail: they are slower on Zen 4. */
-                    const __m256i x0 = full ? _mm256_loadu_si256((const __m256i *)(s->xp[2 * p] + ch))
-                                            : _mm256_maskz_loadu_epi8(m, s->xp[2 * p] + ch);
-                    const __m256i x1 = 2 * p + 1 >= taps ? _mm256_setzero_si256()
-                                       : full ? _mm256_loadu_si256((const __m256i *)(s->xp[2 * p + 1] + ch))
-                                              : _mm256_maskz_loadu_epi8(m, s->xp[2 * p + 1] + ch);
-                    const __m512i plo = _mm512_cvtepu8_epi16(_mm256_unpacklo_epi8(x0, x1));
-                    const __m512i phi = _mm512_cvtepu8_epi16(_mm256_unpackhi_epi8(x0, x1));
-                    lo = _mm512_add_epi32(lo, _mm512_madd_epi16(plo, _mm512_load_si512(w)));
-                    hi = _mm512_add_epi32(hi, _mm512_madd_epi16(phi, _mm512_load_si512(w + 32)));
-                }
+                __m512i lo, hi;
+                w = tap_pairs(s, w, ch, full, m, taps, pairs, &lo, &hi);
                 outstage_zmm(_mm512_shuffle_i64x2(lo, hi, 0x44), os->bias + ch, os->mult + ch, (__mmask16)m, flo,
                              fhi, zy, out + ch);
                 outstage_zmm(_mm512_shuffle_i64x2(lo, hi, 0xEE), os->bias + ch + 16, os->mult + ch + 16,
@@ -90,19 +103,8 @@ void depthwise_rows_avx512(const depthwise_args *a, int64_t r0, int64_t r1, cons
             for (int64_t ch = 0; ch < c; ch += 32) {
                 const int full = c - ch >= 32;
                 const __mmask32 m = full ? 0xFFFFFFFFu : (__mmask32)((1u << (c - ch)) - 1u);
-                __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
-                for (int64_t p = 0; p < pairs; ++p, w += 64) {
-                    /* Masked loads only for a channel tail: they are slower on Zen 4. */
-                    const __m256i x0 = full ? _mm256_loadu_si256((const __m256i *)(s->xp[2 * p] + ch))
-                                            : _mm256_maskz_loadu_epi8(m, s->xp[2 * p] + ch);
-                    const __m256i x1 = 2 * p + 1 >= taps ? _mm256_setzero_si256()
-                                       : full ? _mm256_loadu_si256((const __m256i *)(s->xp[2 * p + 1] + ch))
-                                              : _mm256_maskz_loadu_epi8(m, s->xp[2 * p + 1] + ch);
-                    const __m512i plo = _mm512_cvtepu8_epi16(_mm256_unpacklo_epi8(x0, x1));
-                    const __m512i phi = _mm512_cvtepu8_epi16(_mm256_unpackhi_epi8(x0, x1));
-                    lo = _mm512_add_epi32(lo, _mm512_madd_epi16(plo, _mm512_load_si512(w)));
-                    hi = _mm512_add_epi32(hi, _mm512_madd_epi16(phi, _mm512_load_si512(w + 32)));
-                }
+                __m512i lo, hi;
+                w = tap_pairs(s, w, ch, full, m, taps, pairs, &lo, &hi);
                 const __m512i out0 = _mm512_shuffle_i64x2(lo, hi, 0x44); /* channels 0-15 */
                 const __m512i out1 = _mm512_shuffle_i64x2(lo, hi, 0xEE); /* channels 16-31 */
                 _mm512_mask_storeu_epi32(acc + ch, (__mmask16)m, out0);
