@@ -22,7 +22,7 @@ Weights are random (seed 0, no download), inputs standard normal; BatchNorm keep
 statistics.  Prints a markdown table.
 
     python bench/onnx_files.py [--models resnet18,mobilenet_v2] [--size 64] [--max-params 90e6] [--no-reference]
-                               [--results rows.jsonl] [--table]
+                               [--perturb float64|reversed|none] [--results rows.jsonl] [--table]
 
 With ``--results`` the run is resumable: each model's row is appended to the file as one JSON
 line as soon as it is measured, and models already there (with the same reference setting) are
@@ -43,6 +43,8 @@ import numpy as np
 import onnx
 import onnx.reference
 import onnx.version_converter
+from onnx.reference.op_run import OpRun
+from onnx.reference.ops import op_conv, op_gemm, op_matmul
 
 import runtime
 
@@ -127,6 +129,66 @@ def reference_run(path: Path, x: np.ndarray) -> np.ndarray:
     opset 19 on; the 8-bit arithmetic is the same in every version)."""
     model = onnx.version_converter.convert_version(onnx.load(str(path)), 21)
     return onnx.reference.ReferenceEvaluator(model).run(None, {"input": x})[0]
+
+
+PERTURBATIONS = ("float64", "reversed")
+
+
+def perturbed_ops(kind: str) -> list[type[OpRun]]:
+    """onnx.reference's Conv, Gemm and MatMul with another summation order that the
+    specification equally allows (it fixes the sum, not the order or the precision of the
+    float32 additions): ``float64`` accumulates in float64 and rounds the result to float32
+    once (more accurate than any float32 order); ``reversed`` sums K in the opposite order
+    (input channels reversed within each group for Conv, a no-op for depthwise Convs; K reversed
+    for Gemm/MatMul), still in float32 through the same numpy/BLAS product.  A QDQ file runs these
+    ops in float between DequantizeLinear and QuantizeLinear, so the reference with these ops is
+    the same specification computed a second, equally conformant way."""
+    if kind not in PERTURBATIONS:
+        raise ValueError(f"perturbation {kind!r}: expected one of {PERTURBATIONS}")
+    wide = kind == "float64"
+
+    def k_reversed(a: np.ndarray, axis: int) -> np.ndarray:
+        return np.flip(a, axis) if not wide else a
+
+    def widen(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else a.astype(np.float64) if wide else a
+
+    class Conv(op_conv.Conv):
+        op_domain = ""
+
+        def _run(
+            self, X, W, B=None, auto_pad=None, dilations=None, group=None, kernel_shape=None, pads=None, strides=None
+        ):  # noqa: N803, E501
+            dtype = X.dtype
+            if not wide:  # channel c of group g read as C/g - 1 - c, with the weights to match
+                g = group or 1
+                X = np.ascontiguousarray(np.flip(X.reshape(X.shape[0], g, -1, *X.shape[2:]), 2).reshape(X.shape))
+                W = np.ascontiguousarray(np.flip(W, 1))
+            y = op_conv._conv_implementation(
+                widen(X), widen(W), widen(B), auto_pad, dilations, group or 1, kernel_shape, pads, strides
+            )  # noqa: E501
+            return (y.astype(dtype),)
+
+    class Gemm(op_gemm.Gemm_7):
+        op_domain = ""
+
+        def _run(self, a, b, c=None, alpha=None, beta=None, transA=None, transB=None):  # noqa: N803
+            a = np.ascontiguousarray(k_reversed(a, 0 if transA else 1))
+            b = np.ascontiguousarray(k_reversed(b, 1 if transB else 0))
+            (y,) = super()._run(widen(a), widen(b), widen(c), alpha, beta, transA, transB)
+            return (y.astype(np.float32 if wide else y.dtype),)
+
+    class MatMul(op_matmul.MatMul):
+        op_domain = ""
+
+        def _run(self, a, b):
+            dtype = a.dtype
+            a = np.ascontiguousarray(k_reversed(a, -1))
+            b = np.ascontiguousarray(k_reversed(b, -2 if b.ndim > 1 else 0))
+            (y,) = super()._run(widen(a), widen(b))
+            return (y.astype(dtype),)
+
+    return [Conv, Gemm, MatMul]
 
 
 class QdqFile:
@@ -226,18 +288,75 @@ class Forcing:
         return forced + f"; {self.changed} code(s) of {self.layer} changed: reference vs itself {moved}"
 
 
-def teacher_forced(path: Path, x: np.ndarray, step: float) -> Forcing:
+def reference_codes(path: Path, x: np.ndarray, perturb: str | None = None) -> dict[str, np.ndarray]:
+    """The reference's end-to-end run of a QDQ file (opset 21): its output under the graph
+    output's name and the codes of every quantized tensor under theirs; with ``perturb`` its
+    Conv/Gemm/MatMul summed another conformant way (``perturbed_ops``)."""
+    f = QdqFile(path)
+    probe = f.probe(21)
+    names = [probe.graph.output[0].name, *f.names]
+    evaluator = onnx.reference.ReferenceEvaluator(probe, new_ops=perturbed_ops(perturb) if perturb else None)
+    return dict(zip(names, evaluator.run(names, {"input": x}), strict=True))
+
+
+@dataclass
+class SelfCheck:
+    """The reference against itself: its end-to-end run with Conv/Gemm/MatMul summed another
+    conformant way, compared with its own default run."""
+
+    perturb: str  # which summation order (``PERTURBATIONS``)
+    output: Agreement  # its output vs the default run's, in output steps
+    tensors: int  # quantized tensors with at least one differing code
+    quantized: int  # quantized tensors in all
+    first: str = ""  # the first such tensor in graph order
+    first_codes: int = 0  # its differing codes
+    ours: Agreement | None = None  # our runtime's output vs this perturbed reference's
+
+    def cell(self) -> str:
+        vs_ours = f"; ours vs it {self.ours.cell()}" if self.ours else ""
+        if not self.tensors:
+            return f"{self.output.cell()} (no code differs{vs_ours})"
+        first = f"first: {self.first_codes} code(s) of {self.first}"
+        return f"{self.output.cell()} ({first}; {self.tensors}/{self.quantized} tensors differ{vs_ours})"
+        return f"{self.output.cell()} (first: {self.first_codes} code(s) of {self.first}; {self.tensors}/{self.quantized} tensors differ)"  # noqa: E501
+
+
+def self_check(
+    path: Path,
+    x: np.ndarray,
+    step: float,
+    perturb: str,
+    ref: dict[str, np.ndarray] | None = None,
+    ours: np.ndarray | None = None,
+) -> SelfCheck:
+    """How far the specification's own end-to-end result moves when only the summation order of
+    its float Conv/Gemm/MatMul changes (``perturbed_ops``): the agreement an exact, conformant
+    runtime can be expected to reach with ``onnx.reference`` end to end, to read beside ours.
+    ``ours``: our runtime's output on the file, compared with the perturbed reference's too."""
+    f = QdqFile(path)
+    ref = ref if ref is not None else reference_codes(path, x)
+    other = reference_codes(path, x, perturb)
+    out = next(iter(ref))
+    differing = [(n, int((other[n] != ref[n]).sum())) for n in f.names if other[n].shape == ref[n].shape]
+    differing = [(n, c) for n, c in differing if c]
+    first, codes = differing[0] if differing else ("", 0)
+    vs_ours = None if ours is None else agreement(ours, other[out], step)
+    moved = agreement(other[out], ref[out], step)
+    return SelfCheck(perturb, moved, len(differing), len(f.names), first, codes, vs_ours)
+
+
+def teacher_forced(path: Path, x: np.ndarray, step: float, ref: dict[str, np.ndarray] | None = None) -> Forcing:
     """Each quantized tensor computed by *our* runtime from the *reference's* codes of its
     inputs (the reference's own run feeds every layer: teacher forcing, so no rounding of ours
     compounds), compared with the reference's codes; then the reference run again from the
     first layer where a code differs, with only that layer's differing codes replaced by ours,
     and its output compared (in output steps) with its unperturbed output: how far one
-    one-step rounding difference moves the specification's own end-to-end result."""
+    one-step rounding difference moves the specification's own end-to-end result.  ``ref``:
+    ``reference_codes`` of the file when already computed."""
     f = QdqFile(path)
     probe = f.probe(21)
     out = probe.graph.output[0].name
-    values = onnx.reference.ReferenceEvaluator(probe).run([out, *f.names], {"input": x})
-    ref = dict(zip([out, *f.names], values, strict=True))
+    ref = ref if ref is not None else reference_codes(path, x)
     equal = total = worst = 0
     first = None
     for q in f.qnodes:
@@ -289,7 +408,7 @@ class Agreement:
 
 def _cell(value) -> str:
     """A table cell: an Agreement, a layer-wise triple, or why the comparison could not run."""
-    if isinstance(value, Agreement | Forcing):
+    if isinstance(value, Agreement | Forcing | SelfCheck):
         return value.cell()
     if value is None:
         return "not run"
@@ -319,9 +438,20 @@ class Row:
     fp32_rel: float
     int8: dict[str, dict[str, object]]
     seconds: float
+    reference_seconds: float = 0.0  # of seconds: the onnx.reference columns' share
 
 
 def _to_json(value):
+    if isinstance(value, SelfCheck):
+        return {
+            "self": value.perturb,
+            "output": _to_json(value.output),
+            "tensors": value.tensors,
+            "quantized": value.quantized,
+            "first": value.first,
+            "first_codes": value.first_codes,
+            "ours": _to_json(value.ours),
+        }
     if isinstance(value, Forcing):
         return {
             "forced": _to_json(value.layers),
@@ -339,6 +469,9 @@ def _to_json(value):
 
 
 def _from_json(value):
+    if isinstance(value, dict) and "self" in value:
+        fields = {k: v for k, v in value.items() if k not in ("self", "output", "ours")}
+        return SelfCheck(value["self"], _from_json(value["output"]), ours=_from_json(value.get("ours")), **fields)
     if isinstance(value, dict) and "forced" in value:
         fields = {k: v for k, v in value.items() if k not in ("forced", "sensitivity")}
         return Forcing(_from_json(value["forced"]), sensitivity=_from_json(value["sensitivity"]), **fields)
@@ -349,19 +482,22 @@ def _from_json(value):
     return value
 
 
-def row_json(r: Row, with_reference: bool) -> str:
+def row_json(r: Row, with_reference: bool, perturb: str | None = None) -> str:
     int8 = {k: {c: _to_json(v) for c, v in cells.items()} for k, cells in r.int8.items()}
     record = {"model": r.model, "params_m": r.params_m, "fp32_rel": r.fp32_rel, "seconds": r.seconds}
-    return json.dumps({**record, "reference": with_reference, "int8": int8})
+    record["reference_seconds"] = r.reference_seconds
+    return json.dumps({**record, "reference": with_reference, "perturb": perturb, "int8": int8})
 
 
 def row_from_json(record: dict) -> Row:
     int8 = {k: {c: _from_json(v) for c, v in cells.items()} for k, cells in record["int8"].items()}
-    return Row(record["model"], record["params_m"], record["fp32_rel"], int8, record["seconds"])
+    seconds = record["seconds"], record.get("reference_seconds", 0.0)
+    return Row(record["model"], record["params_m"], record["fp32_rel"], int8, *seconds)
 
 
-def measure(name: str, size: int, folder: Path, with_reference: bool = True) -> Row:
-
+def measure(name: str, size: int, folder: Path, with_reference: bool = True, perturb: str | None = None) -> Row:
+    """One model's row: export, quantize in the four forms, run everything; with_reference adds
+    the onnx.reference columns (QDQ files), perturb the reference-vs-itself one (``self_check``)."""
     start = time.perf_counter()
     size = max(size, MIN_SIZE.get(name, 0))
     x = np.random.default_rng(2).standard_normal((1, 3, size, size), dtype=np.float32)
@@ -372,6 +508,7 @@ def measure(name: str, size: int, folder: Path, with_reference: bool = True) -> 
     # relative to the largest output (a zero-initialised head, as ViT's, makes it 0: absolute then)
     fp32_rel = float(np.abs(ours - ref).max() / max(float(np.abs(ref).max()), 1e-30))
     int8 = {}
+    reference_seconds = 0.0
     for fmt, act in FORMATS:
         qpath = quantize(fp32, folder / f"{name}_{fmt}_{act}.onnx", size, fmt, act)
         ours_q = runtime.InferenceSession(str(qpath), threads=1).run(None, {"input": x})[0]
@@ -380,11 +517,21 @@ def measure(name: str, size: int, folder: Path, with_reference: bool = True) -> 
             raise RuntimeError(f"{qpath.name}: the output is not a DequantizeLinear of codes")
         cells = {"ort": agreement(ours_q, ort_run(qpath, x), step)}
         if fmt == "qdq" and with_reference:
-            cells["ref"] = _attempt(lambda p, y=ours_q, s=step: agreement(y, reference_run(p, x), s), qpath)
+            began = time.perf_counter()
+            codes = _attempt(reference_codes, qpath, x)  # one reference run feeds the three columns
+            if isinstance(codes, str):  # the reference cannot run the file: every column says why
+                cells["ref"] = cells["forced"] = codes
+            else:
+                cells["ref"] = agreement(ours_q, next(iter(codes.values())), step)
+                cells["forced"] = _attempt(teacher_forced, qpath, x, step, codes)
             cells["layers"] = _attempt(layerwise, qpath, x)
-            cells["forced"] = _attempt(teacher_forced, qpath, x, step)
+            if perturb:
+                cells["self"] = (
+                    codes if isinstance(codes, str) else _attempt(self_check, qpath, x, step, perturb, codes, ours_q)
+                )
+            reference_seconds += time.perf_counter() - began
         int8[f"{fmt} {act}"] = cells
-    return Row(name, params / 1e6, fp32_rel, int8, time.perf_counter() - start)
+    return Row(name, params / 1e6, fp32_rel, int8, time.perf_counter() - start, reference_seconds)
 
 
 KEYS = [f"{f} {a}" for f, a in FORMATS]
@@ -395,7 +542,8 @@ def header(ort_note: str, size: int) -> str:
     head = ["model", "params (M)", "fp32 rel. err vs ORT", "seconds"]
     head += [f"{k} layer-wise vs reference" for k in QDQ_KEYS] + [f"{k} output vs reference" for k in QDQ_KEYS]
     head += [f"{k} teacher-forced vs reference; reference's own sensitivity" for k in QDQ_KEYS]
-    head += [f"{k} output vs ORT" for k in KEYS]
+    head += [f"{k} reference vs itself, another summation order" for k in QDQ_KEYS]
+    head += [f"{k} output vs ORT" for k in KEYS] + ["reference seconds"]
     lines = [
         f"CPU: {platform.processor() or platform.machine()}; runtime ISA path: {runtime.available_paths()[-1]}; "
         f"input 1×3×{size}×{size} (larger where the model needs it). {ort_note}",
@@ -413,8 +561,8 @@ def header(ort_note: str, size: int) -> str:
 def table_row(r: Row) -> str:
     cells = [r.model, f"{r.params_m:.1f}", f"{r.fp32_rel:.1e}", f"{r.seconds:.0f}"]
     cells += [_cell(r.int8[k].get("layers")) for k in QDQ_KEYS] + [_cell(r.int8[k].get("ref")) for k in QDQ_KEYS]
-    cells += [_cell(r.int8[k].get("forced")) for k in QDQ_KEYS]
-    cells += [_cell(r.int8[k]["ort"]) for k in KEYS]
+    cells += [_cell(r.int8[k].get("forced")) for k in QDQ_KEYS] + [_cell(r.int8[k].get("self")) for k in QDQ_KEYS]
+    cells += [_cell(r.int8[k]["ort"]) for k in KEYS] + [f"{r.reference_seconds:.0f}"]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -426,12 +574,19 @@ def main() -> None:
     parser.add_argument(
         "--no-reference", action="store_true", help="skip onnx.reference (slow): fp32 and ORT comparisons only"
     )
+    parser.add_argument(
+        "--perturb",
+        choices=[*PERTURBATIONS, "none"],
+        default="float64",
+        help="the reference-vs-itself column: its Conv/Gemm/MatMul summed this other conformant way (default float64)",
+    )
     parser.add_argument("--results", type=Path, help="JSON-lines file: append each row, skip models already in it")
     parser.add_argument("--table", action="store_true", help="print the table of --results' rows and stop")
     args = parser.parse_args()
     from export.validate import probe_onnxruntime
 
     with_reference = not args.no_reference
+    perturb = None if args.perturb == "none" or not with_reference else args.perturb
     done: dict[str, dict] = {}
     if args.results and args.results.exists():
         for text in args.results.read_text().splitlines():
@@ -446,14 +601,16 @@ def main() -> None:
     names = args.models.split(",") if args.models else classification_models(args.max_params)
     print(header(probe_onnxruntime().note(), args.size), flush=True)
     for name in names:
-        if name in done and (done[name].get("reference") or not with_reference):
+        record = done.get(name, {})
+        has_all = (record.get("reference") or not with_reference) and (not perturb or record.get("perturb") == perturb)
+        if name in done and ("int8" not in record or has_all):
             print(table_row(row_from_json(done[name])) if "int8" in done[name] else done[name]["line"], flush=True)
             continue
         record = None
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                row = measure(name, args.size, Path(tmp), with_reference)
-                line, record = table_row(row), row_json(row, with_reference)
+                row = measure(name, args.size, Path(tmp), with_reference, perturb)
+                line, record = table_row(row), row_json(row, with_reference, perturb)
             except runtime.InferenceError as exc:  # our runtime's failure: the row says so
                 line = f"| {name} | FAILED in our runtime: {' '.join(str(exc).split())[:200]} |"
             except Exception as exc:  # torch.onnx or ORT could not produce the file
