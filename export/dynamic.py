@@ -9,10 +9,14 @@ Per-token layers (``granularity="per_token"``) quantize each row with DynamicQua
 formulas written out in standard ops (ReduceMin/ReduceMax over the last axis, keepdims), then
 ``MatMulInteger(q, W_int8)`` without a zero point (ONNX Runtime's accepts only a scalar one),
 ``acc − z_row·colsum(W)`` in int32, Cast, Mul(s_row·s_w): exact, and run by both engines.
+
+Dynamic int8 LSTM / GRU layers (quant.dynamic_rnn) are rewritten by export/dynamic_rnn.py:
+LSTM nodes into com.microsoft DynamicQuantizeLSTM, GRU nodes into unrolled standard ops.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from collections.abc import Mapping
@@ -26,6 +30,9 @@ from torch import nn
 
 from export.api import check
 from export.atomic import write_atomic
+from export.builder import MS_DOMAIN
+from export.dynamic_rnn import float_rnn_twin, rewrite_recurrent
+from export.errors import OnnxExportError
 from export.weight_only import LinearSite, export_float_model, float_twin, replace_sites
 from quant.dynamic import DynamicLinear
 
@@ -101,11 +108,28 @@ def _dynamic_nodes(site: LinearSite, name: str, module: DynamicLinear, graph: on
 def build_dynamic(
     qmodel: nn.Module, example_inputs: tuple | Mapping[str, torch.Tensor], **export_kwargs
 ) -> onnx.ModelProto:
-    """The checked ONNX model of a dynamic int8 model, in memory."""
-    twin, found = float_twin(qmodel, (DynamicLinear,), lambda m: m.dequantized_weight())
+    """The checked ONNX model of a dynamic int8 model (Linear, LSTM and GRU layers), in memory."""
+    twin, rnn_found = float_rnn_twin(copy.deepcopy(qmodel).eval())
+    has_linear = any(isinstance(m, DynamicLinear) for m in twin.modules())
+    if not has_linear and not rnn_found:
+        raise OnnxExportError(f"{type(qmodel).__name__} holds no dynamic int8 Linear, LSTM or GRU layers")
+    found: dict = {}
+    if has_linear:
+        twin, found = float_twin(twin, (DynamicLinear,), lambda m: m.dequantized_weight())
     model = export_float_model(twin, example_inputs, **export_kwargs)
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    model = replace_sites(model, found, functools.partial(_dynamic_nodes, opset=opset))
+    if found:
+        model = replace_sites(model, found, functools.partial(_dynamic_nodes, opset=opset))
+    if rnn_found:
+        done = rewrite_recurrent(model, rnn_found)
+        if missing := sorted({v[0] for v in rnn_found.values()} - done):
+            raise OnnxExportError(f"no LSTM/GRU node of the exported graph carries the weights of {missing}")
+        used = {i for n in model.graph.node for i in n.input}
+        keep = [t for t in model.graph.initializer if t.name in used]
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(keep)
+        if not any(o.domain == MS_DOMAIN for o in model.opset_import):
+            model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     check(model)
     return model
 

@@ -13,10 +13,9 @@ MatMulInteger → Cast → Mul(s_x·s_w) → Add(bias) (per token: MatMulInteger
 ``− z_row·colsum(W)`` in int32, Cast, Mul(s_row·s_w)): an exact integer accumulator, converted
 to fp32 and multiplied by the fp32 product of the scales.  No calibration data is needed.
 
-LSTM, GRU and RNN layers have no dynamic int8 form here: the exported graph would need ONNX
-Runtime's com.microsoft DynamicQuantizeLSTM (no GRU counterpart), which neither the exporter
-nor the runtime implements, and a float LSTM with dequantized weights is not dynamic
-quantization.  :func:`quantize_dynamic` therefore refuses a model holding one, naming it,
+``nn.LSTM`` and ``nn.GRU`` become :class:`quant.dynamic_rnn.DynamicLSTM` / ``DynamicGRU`` (int8 W
+and R per gate row, X and each step's hidden state quantized at run time, exact integer
+products, gate arithmetic in fp32); ``nn.RNN`` has no dynamic form here and is refused, named,
 unless the caller keeps it float on purpose by listing it in ``skip``.
 """
 
@@ -58,6 +57,30 @@ def dynamic_qparams_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 GRANULARITIES = ("per_tensor", "per_token")
 
 
+def int8_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(int8 codes, fp32 scale per row) of a 2-D weight, symmetric: scale = max|w_row| / 127."""
+    w = weight.detach().float()
+    amax = w.abs().amax(1)
+    scale, _ = qparams(-amax, amax, WEIGHT_INT8_PER_CHANNEL)
+    q = quantize_int(w, scale, torch.zeros_like(scale, dtype=torch.int32), WEIGHT_INT8_PER_CHANNEL, axis=0)
+    return q.to(torch.int8), scale
+
+
+def quantize_activation(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    """DynamicQuantizeLinear's uint8 codes (as float) of fp32 ``x`` on (scale, zero)."""
+    return torch.clamp(torch.round(x / scale) + zero, 0, 255)
+
+
+def dynamic_product(x: torch.Tensor, qweight: torch.Tensor, weight_scale: torch.Tensor) -> torch.Tensor:
+    """``fp32(Σ (q_x - z_x)·q_w) · fp32(s_x · s_w)`` with ``x`` quantized per tensor at run time:
+    MatMulInteger's exact accumulator (formed in float64, exact below 2^53), then the exported
+    Cast and Mul.  ``qweight`` is (out, in) int8."""
+    xf = x.float()
+    scale, zero = dynamic_qparams(xf)
+    acc = (quantize_activation(xf, scale, zero).double() - zero.double()) @ qweight.double().t()
+    return acc.float() * (scale * weight_scale).float()
+
+
 class DynamicLinear(nn.Module):
     """y = fp32(Σ (q_x - z_x)·q_w) · fp32(s_x · s_w[c]) + b with run-time uint8 q_x
     (s_x, z_x one pair per tensor, or per row with ``granularity="per_token"``)."""
@@ -67,12 +90,9 @@ class DynamicLinear(nn.Module):
         if granularity not in GRANULARITIES:
             raise QuantError(f"dynamic granularity must be one of {list(GRANULARITIES)}, got {granularity!r}")
         self.granularity = granularity
-        w = weight.detach().float()
-        amax = w.abs().amax(1)
-        scale, _ = qparams(-amax, amax, WEIGHT_INT8_PER_CHANNEL)
-        self.in_features, self.out_features = w.shape[1], w.shape[0]
-        self.register_buffer("qweight", quantize_int(w, scale, torch.zeros_like(scale, dtype=torch.int32),
-                                                     WEIGHT_INT8_PER_CHANNEL, axis=0).to(torch.int8))
+        qweight, scale = int8_per_channel(weight)
+        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+        self.register_buffer("qweight", qweight)
         self.register_buffer("weight_scale", scale)
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
 
@@ -84,11 +104,10 @@ class DynamicLinear(nn.Module):
         xf = x.float()
         if self.granularity == "per_token":
             scale, zero = dynamic_qparams_per_token(xf)
+            acc = (quantize_activation(xf, scale, zero).double() - zero.double()) @ self.qweight.double().t()
+            y = acc.float() * (scale * self.weight_scale).float()
         else:
-            scale, zero = dynamic_qparams(xf)
-        q = torch.clamp(torch.round(xf / scale) + zero, 0, 255)
-        acc = (q.double() - zero.double()) @ self.qweight.double().t()
-        y = acc.float() * (scale * self.weight_scale).float()
+            y = dynamic_product(xf, self.qweight, self.weight_scale)
         if self.bias is not None:
             y = y + self.bias
         return y.to(x.dtype)
@@ -98,11 +117,13 @@ class DynamicLinear(nn.Module):
                 f"{self.granularity}")
 
 
-RECURRENT = (nn.LSTM, nn.GRU, nn.RNN)
-
-
 def quantize_dynamic(model: nn.Module, *, skip: Iterable[str] = (), granularity: str = "per_tensor") -> nn.Module:
-    """Replaces every Linear-like module (in place) by a :class:`DynamicLinear`; returns ``model``."""
+    """Replaces every Linear-like module by a :class:`DynamicLinear` and every ``nn.LSTM`` /
+    ``nn.GRU`` by a :class:`quant.dynamic_rnn.DynamicLSTM` / ``DynamicGRU`` (in place); returns
+    ``model``.  The recurrences quantize their activations per tensor whatever ``granularity``
+    says (the form ORT's DynamicQuantizeLSTM computes)."""
+    from quant.dynamic_rnn import UNSUPPORTED_RNN, dynamic_rnn_class
+
     if granularity not in GRANULARITIES:
         raise QuantError(f"dynamic granularity must be one of {list(GRANULARITIES)}, got {granularity!r}")
     modules = dict(model.named_modules())
@@ -110,16 +131,16 @@ def quantize_dynamic(model: nn.Module, *, skip: Iterable[str] = (), granularity:
     if unknown := sorted(skip - set(modules)):
         raise QuantError(f"skip names unknown modules {unknown}")
     names = [n for n, m in modules.items() if is_linear_like(m) and n not in skip]
-    recurrent = [n for n, m in modules.items() if isinstance(m, RECURRENT) and n not in skip]
-    if recurrent:
-        kinds = sorted({type(modules[n]).__name__ for n in recurrent})
-        raise QuantError(f"dynamic int8 has no integer form for {'/'.join(kinds)} layers {recurrent} (ONNX Runtime's "
-                         "DynamicQuantizeLSTM is not implemented here); pass skip="
-                         f"{recurrent} to keep them float and quantize the Linear layers")
-    if not names:
-        raise QuantError(f"{type(model).__name__} has no Linear layers to quantize dynamically")
+    recurrent = [n for n, m in modules.items() if dynamic_rnn_class(m) is not None and n not in skip]
+    refused = [n for n, m in modules.items() if isinstance(m, UNSUPPORTED_RNN) and n not in skip]
+    if refused:
+        raise QuantError(f"dynamic int8 has no integer form for RNN layers {refused} (LSTM and GRU have one); "
+                         f"pass skip={refused} to keep them float and quantize the other layers")
+    if not names and not recurrent:
+        raise QuantError(f"{type(model).__name__} has no Linear, LSTM or GRU layers to quantize dynamically")
     for name in names:
         module = modules[name]
         set_module(model, name, DynamicLinear(linear_weight(module), module.bias, granularity))
+    for name in recurrent:
+        set_module(model, name, dynamic_rnn_class(modules[name])(modules[name]))
     return model
-

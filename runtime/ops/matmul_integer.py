@@ -18,20 +18,49 @@ from runtime.ops.registry import register
 from runtime.qmath import centered_weights
 
 
+def dynamic_quantize(x: np.ndarray) -> tuple[np.ndarray, np.float32, np.uint8]:
+    """DynamicQuantizeLinear over the whole tensor: (uint8 codes, fp32 scale, uint8 zero point).
+    Shared with the quantized recurrences (rnn.py), which quantize their inputs the same way."""
+    x = np.asarray(x, np.float32)
+    lo = np.float32(min(0.0, float(x.min(initial=0.0))))
+    hi = np.float32(max(0.0, float(x.max(initial=0.0))))
+    scale = np.float32((hi - lo) / np.float32(255))
+    if not scale > 0:
+        scale = np.float32(1.0)
+    zero = np.float32(np.clip(np.rint((np.float32(0) - lo) / scale), 0, 255))
+    q = np.clip(np.rint(x / scale) + zero, 0, 255).astype(np.uint8)
+    return q, scale, np.uint8(zero)
+
+
 @register("DynamicQuantizeLinear")
 def dynamic_quantize_linear(node, graph, opts):
     def run(x):
-        x = np.asarray(x, np.float32)
-        lo = np.float32(min(0.0, float(x.min(initial=0.0))))
-        hi = np.float32(max(0.0, float(x.max(initial=0.0))))
-        scale = np.float32((hi - lo) / np.float32(255))
-        if not scale > 0:
-            scale = np.float32(1.0)
-        zero = np.float32(np.clip(np.rint((np.float32(0) - lo) / scale), 0, 255))
-        q = np.clip(np.rint(x / scale) + zero, 0, 255).astype(np.uint8)
+        q, scale, zero = dynamic_quantize(x)
         return [q, np.asarray(scale, np.float32), np.asarray(zero, np.uint8)]
 
     return run
+
+
+class ConstantInt8Product:
+    """``(a - z_a) · W`` for a constant int8 W (K, N) on the C GEMM: W packed once at load, a
+    scalar uint8 zero point's ``-z_a · column_sum(W)`` carried by the output stage's bias.
+    Exact int32 accumulators (the depth is checked against int32 overflow at construction)."""
+
+    def __init__(self, w_kn: np.ndarray, where: str) -> None:
+        w_nk = np.ascontiguousarray(np.asarray(w_kn, np.int8).T)
+        self.where, self.n, self.k = where, w_nk.shape[0], w_nk.shape[1]
+        self.packed = kernels.pack_weights(w_nk)
+        self.col_sums = w_nk.astype(np.int64).sum(axis=1)
+        if np.abs(self.col_sums).max(initial=0) * 255 >= 2**31:
+            raise InferenceError(f"{where}: K={self.k} is too deep for int32 accumulators")
+
+    def __call__(self, a: np.ndarray, za: int, threads: int, isa: str | None) -> np.ndarray:
+        """(..., K) uint8 codes with one zero point -> (..., N) int32."""
+        if a.shape[-1] != self.k:
+            raise InferenceError(f"{self.where}: input has {a.shape[-1]} features, the weights {self.k} rows")
+        stage = kernels.OutputStage((-int(za) * self.col_sums).astype(np.int32), None)
+        acc = kernels.gemm(a.reshape(-1, self.k), self.packed, stage, threads, isa)
+        return acc.reshape(*a.shape[:-1], self.n)
 
 
 def _as_u8(a: np.ndarray) -> tuple[np.ndarray, int]:
@@ -70,25 +99,19 @@ def matmul_integer(node, graph, opts):
         return run_dynamic
     if len(node.inputs) > 3 and node.inputs[3] and b_zp is None:
         raise InferenceError(f"{where}: b_zero_point must be a constant when B is")
-    wc = centered_weights(w, b_zp, axis=1, where=where)  # (K, N) int8
-    w_nk = np.ascontiguousarray(wc.T)
-    packed = kernels.pack_weights(w_nk)
-    col_sums = w_nk.astype(np.int64).sum(axis=1)
-    if np.abs(col_sums).max(initial=0) * 255 >= 2**31:
-        raise InferenceError(f"{where}: K={w_nk.shape[1]} is too deep for int32 accumulators")
-    zero_stage = kernels.OutputStage(np.zeros(w_nk.shape[0], np.int32), None)
+    prod = ConstantInt8Product(centered_weights(w, b_zp, axis=1, where=where), where)  # (K, N) int8
+    zero_stage = kernels.OutputStage(np.zeros(prod.n, np.int32), None)
 
     def run(a, _b=None, a_zp=None, _bzp=None):
-        if a.shape[-1] != w_nk.shape[1]:
-            raise InferenceError(f"{where}: input has {a.shape[-1]} features, B has {w_nk.shape[1]} rows")
+        if a.shape[-1] != prod.k:
+            raise InferenceError(f"{where}: input has {a.shape[-1]} features, B has {prod.k} rows")
         a2, shift = _as_u8(a.reshape(-1, a.shape[-1]))
         za = _row_zero_points(a_zp, a2.shape[0], shift)
         if isinstance(za, np.ndarray):  # per-row zero points: correct after the GEMM
-            acc = kernels.gemm(a2, packed, zero_stage, opts.threads, opts.isa).astype(np.int64)
-            acc = (acc - za[:, None] * col_sums[None, :]).astype(np.int32)
+            acc = kernels.gemm(a2, prod.packed, zero_stage, opts.threads, opts.isa).astype(np.int64)
+            acc = (acc - za[:, None] * prod.col_sums[None, :]).astype(np.int32)
         else:  # one zero point: its correction is the output stage's bias, added inside the GEMM
-            stage = kernels.OutputStage((-za * col_sums).astype(np.int32), None)
-            acc = kernels.gemm(a2, packed, stage, opts.threads, opts.isa)
-        return [acc.reshape(*a.shape[:-1], w_nk.shape[0])]
+            acc = prod(a2, za, opts.threads, opts.isa)
+        return [acc.reshape(*a.shape[:-1], prod.n)]
 
     return run
