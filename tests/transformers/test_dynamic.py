@@ -109,24 +109,6 @@ def test_matmul_integer_with_run_time_zero_point():
     assert np.array_equal(y, (a.astype(np.int64) - per_row[:, None].astype(np.int64)) @ w.astype(np.int64))
 
 
-class Tagger(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.rnn, self.gru = nn.LSTM(8, 16, batch_first=True), nn.GRU(16, 16, batch_first=True)
-        self.head = nn.Linear(16, 4)
-
-    def forward(self, x):
-        return self.head(self.gru(self.rnn(x)[0])[0])
-
-
-def test_recurrent_layers_are_a_named_error_unless_skipped():
-    model = Tagger().eval()
-    with pytest.raises(compress.QuantizationError, match=r"GRU/LSTM layers \['rnn', 'gru'\].*skip="):
-        compress.quantize_dynamic(model)
-    q = compress.quantize_dynamic(model, skip=["rnn", "gru"])  # float on purpose; the head is dynamic int8
-    assert isinstance(q.rnn, nn.LSTM) and isinstance(q.head, DynamicLinear)
-
-
 def _per_token_reference(x: np.ndarray, qw: np.ndarray, ws: np.ndarray, b: np.ndarray) -> np.ndarray:
     """DynamicQuantizeLinear's formulas applied to each row (last axis) separately, in numpy."""
     lo = np.minimum(x.min(-1, keepdims=True), 0).astype(np.float32)
