@@ -183,7 +183,8 @@ def rewrite_recurrent(model: onnx.ModelProto, found: dict[str, tuple[str, _Dynam
     the modules rewritten.  A node holding some but not all directions of a module is an error."""
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
-    inferred = onnx.shape_inference.infer_shapes(model)  # before any rewrite: plain ONNX ops only
+    # before any rewrite (plain ONNX ops only); data propagation resolves Shape -> Reshape chains
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     done: set[str] = set()
     for node in [nd for nd in graph.node if nd.op_type in ("LSTM", "GRU") and nd.domain in ("", "ai.onnx")]:
         if node.input[1] not in inits:

@@ -78,6 +78,14 @@ class _Recurrence:
             st = [np.zeros((batch, hidden), x.dtype) if s is None else s[d] for s in states]
             y = np.zeros((seq, batch, hidden), x.dtype)
             xw = project(d, x)
+            if seq_lens is None:  # every sequence full: plain time steps, no masks
+                for t in range(seq - 1, -1, -1) if reverse else range(seq):
+                    st = cell(d, xw[t], st)
+                    y[t] = st[0]
+                ys.append(y)
+                for f, s in zip(finals, st, strict=True):
+                    f.append(s)
+                continue
             rows = np.arange(batch)
             for step in range(seq):
                 # reversed, each batch entry's own sequence runs backwards from its last element
@@ -235,16 +243,20 @@ def dynamic_quantize_lstm(node, graph, opts):
             f, g, h = rec.acts[d]
             hq, hs, hz = dynamic_quantize(st[0])
             gates = xt + r_prod[d](hq, hz, opts.threads, opts.isa).astype(np.float32) * (hs * r_scale[d])
+            if peep is None:  # i, o, f are adjacent (iofc): one activation call for the three
+                pre = rec.pre(gates + bias[d])
+                iof = _activate_f64(f, pre[:, : 3 * hidden])
+                i, o = iof[:, :hidden], iof[:, hidden : 2 * hidden]
+                fg = np.float32(1) - i if couple else iof[:, 2 * hidden :]
+                c = fg * st[1] + i * _activate_f64(g, pre[:, 3 * hidden :])
+                return [o * _activate_f64(h, c), c]
             gi, go, gf, gc = np.split(gates, 4, axis=-1)
             bi, bo, bf, bc = np.split(bias[d], 4)
-            if peep is not None:  # ORT adds the peepholes before the bias
-                gi, gf = gi + peep[0][d] * st[1], gf + peep[2][d] * st[1]
+            gi, gf = gi + peep[0][d] * st[1], gf + peep[2][d] * st[1]  # ORT adds the peepholes before the bias
             i = _activate_f64(f, rec.pre(gi + bi))
             fg = np.float32(1) - i if couple else _activate_f64(f, rec.pre(gf + bf))
             c = fg * st[1] + i * _activate_f64(g, rec.pre(gc + bc))
-            if peep is not None:
-                go = go + peep[1][d] * c
-            o = _activate_f64(f, rec.pre(go + bo))
+            o = _activate_f64(f, rec.pre((go + peep[1][d] * c) + bo))
             return [o * _activate_f64(h, c), c]
 
         return rec.run(cell, project, x, None, [h0, c0], hidden)
