@@ -279,7 +279,7 @@ STAGE_SCHEMAS: dict[str, dict[str, Field]] = {
     },
     "quantize": {
         "mode": Field((str,), "ptq", choices=QUANTIZE_MODES,
-                      help="ptq/qat: static int8 graph; dynamic: int8 Linear with run-time activation scales; "
+                      help="ptq/qat: static int8 graph; dynamic: int8 Linear/LSTM/GRU with run-time activation scales; "
                            "weight_only: 4/8-bit grouped Linear weights"),
         "method": Field((str,), "minmax", choices=("minmax", "percentile", "kl", "mse")),
         "per_channel": Field((bool,), True),
