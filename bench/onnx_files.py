@@ -22,7 +22,7 @@ Weights are random (seed 0, no download), inputs standard normal; BatchNorm keep
 statistics.  Prints a markdown table.
 
     python bench/onnx_files.py [--models resnet18,mobilenet_v2] [--size 64] [--max-params 90e6] [--no-reference]
-                               [--perturb float64|reversed|none] [--results rows.jsonl] [--table]
+                               [--perturb float64,reversed|none] [--results rows.jsonl] [--table]
 
 With ``--results`` the run is resumable: each model's row is appended to the file as one JSON
 line as soon as it is measured, and models already there (with the same reference setting) are
@@ -44,7 +44,7 @@ import onnx
 import onnx.reference
 import onnx.version_converter
 from onnx.reference.op_run import OpRun
-from onnx.reference.ops import op_conv, op_gemm, op_matmul
+from onnx.reference.ops import op_conv, op_dequantize_linear, op_gemm, op_matmul
 
 import runtime
 
@@ -191,6 +191,23 @@ def perturbed_ops(kind: str) -> list[type[OpRun]]:
     return [Conv, Gemm, MatMul]
 
 
+def float64_ops() -> list[type[OpRun]]:
+    """onnx.reference's DequantizeLinear with a float64 output, so that everything between it and
+    the QuantizeLinear runs in float64 (products of two dequantized values exact to 2^-53, sums
+    with 10^-16 relative error): a stand-in for the exact real-number value of a layer, which the
+    float32 reference and our integer requantization (one fp32 multiplier) both approximate.
+    At a code where the two differ, it says which one rounded the exact value."""
+
+    class DequantizeLinear(op_dequantize_linear.DequantizeLinear_21):
+        op_domain = ""
+
+        def _run(self, x, x_scale, x_zero_point=None, axis: int = 1, block_size: int = 0, output_dtype=None):
+            # output_dtype (opset 23's attribute, filled in by the evaluator) is float64 here by design
+            return super()._run(x, x_scale.astype(np.float64), x_zero_point, axis=axis, block_size=block_size)
+
+    return [DequantizeLinear]
+
+
 class QdqFile:
     """A QDQ file's quantized tensors and, for each, its layer: the DequantizeLinear nodes, the
     op and the QuantizeLinear that produce it, as a graph of its own (opset 21)."""
@@ -279,9 +296,14 @@ class Forcing:
     sensitivity: Agreement | None  # the reference's output after one layer's differing codes become ours
     changed: int = 0  # codes changed in that layer
     layer: str = ""
+    ours_exact: int = -1  # of the differing codes, those where ours equals the layer run in float64
+    reference_exact: int = -1  # ... where the reference's does
 
     def cell(self) -> str:
-        forced = f"{self.layers.cell()} ({self.differing} of {self.codes} codes differ)"
+        forced = f"{self.layers.cell()} ({self.differing} of {self.codes} codes differ"
+        if self.differing and self.ours_exact >= 0:
+            forced += f"; float64 layer = ours at {self.ours_exact}, = reference at {self.reference_exact}"
+        forced += ")"
         if self.sensitivity is None:
             return forced + "; no code differs"
         moved = self.sensitivity.cell()
@@ -351,24 +373,30 @@ def teacher_forced(path: Path, x: np.ndarray, step: float, ref: dict[str, np.nda
     compounds), compared with the reference's codes; then the reference run again from the
     first layer where a code differs, with only that layer's differing codes replaced by ours,
     and its output compared (in output steps) with its unperturbed output: how far one
-    one-step rounding difference moves the specification's own end-to-end result.  ``ref``:
-    ``reference_codes`` of the file when already computed."""
+    one-step rounding difference moves the specification's own end-to-end result.  At every
+    differing code, the layer is also run in float64 (``float64_ops``) to say whose rounding is
+    the exact one.  ``ref``: ``reference_codes`` of the file when already computed."""
     f = QdqFile(path)
     probe = f.probe(21)
     out = probe.graph.output[0].name
     ref = ref if ref is not None else reference_codes(path, x)
-    equal = total = worst = 0
+    equal = total = worst = ours_exact = reference_exact = 0
     first = None
     for q in f.qnodes:
         if (made := f.layer(q, ref)) is None:
             continue
         ours = runtime.InferenceSession(made[0].SerializeToString(), threads=1).run(None, made[1])[0]
-        if ours.shape != ref[q.output[0]].shape:
+        theirs = ref[q.output[0]]
+        if ours.shape != theirs.shape:
             continue
-        diff = np.abs(ours.astype(np.int64) - ref[q.output[0]].astype(np.int64))
+        diff = np.abs(ours.astype(np.int64) - theirs.astype(np.int64))
         equal, total, worst = equal + int((diff == 0).sum()), total + diff.size, max(worst, int(diff.max(initial=0)))
-        if first is None and diff.any():
-            first = (q, ours)
+        if diff.any():
+            exact = onnx.reference.ReferenceEvaluator(made[0], new_ops=float64_ops()).run(None, made[1])[0]
+            ours_exact += int((exact == ours)[diff != 0].sum())
+            reference_exact += int((exact == theirs)[diff != 0].sum())
+            if first is None:
+                first = (q, ours)
     forced = Agreement(equal / max(total, 1), worst)
     if first is None:
         return Forcing(forced, total - equal, total, None)
@@ -383,7 +411,8 @@ def teacher_forced(path: Path, x: np.ndarray, step: float, ref: dict[str, np.nda
     moved = onnx.reference.ReferenceEvaluator(cut).run(None, {"input": x, q.output[0]: ours})[0]
     changed = int((ours != ref[q.output[0]]).sum())
     layer = f.producers[q.input[0]].name
-    return Forcing(forced, total - equal, total, agreement(moved, ref[out], step), changed, layer)
+    moved = agreement(moved, ref[out], step)
+    return Forcing(forced, total - equal, total, moved, changed, layer, ours_exact, reference_exact)
 
 
 def output_step(path: Path) -> float | None:
@@ -460,6 +489,8 @@ def _to_json(value):
             "sensitivity": _to_json(value.sensitivity),
             "changed": value.changed,
             "layer": value.layer,
+            "ours_exact": value.ours_exact,
+            "reference_exact": value.reference_exact,
         }
     if isinstance(value, Agreement):
         return {"identical": value.identical, "max_steps": value.max_steps}
@@ -482,11 +513,11 @@ def _from_json(value):
     return value
 
 
-def row_json(r: Row, with_reference: bool, perturb: str | None = None) -> str:
+def row_json(r: Row, with_reference: bool, perturb: tuple[str, ...] = ()) -> str:
     int8 = {k: {c: _to_json(v) for c, v in cells.items()} for k, cells in r.int8.items()}
     record = {"model": r.model, "params_m": r.params_m, "fp32_rel": r.fp32_rel, "seconds": r.seconds}
     record["reference_seconds"] = r.reference_seconds
-    return json.dumps({**record, "reference": with_reference, "perturb": perturb, "int8": int8})
+    return json.dumps({**record, "reference": with_reference, "perturb": list(perturb), "int8": int8})
 
 
 def row_from_json(record: dict) -> Row:
@@ -495,9 +526,9 @@ def row_from_json(record: dict) -> Row:
     return Row(record["model"], record["params_m"], record["fp32_rel"], int8, *seconds)
 
 
-def measure(name: str, size: int, folder: Path, with_reference: bool = True, perturb: str | None = None) -> Row:
+def measure(name: str, size: int, folder: Path, with_reference: bool = True, perturb: tuple[str, ...] = ()) -> Row:
     """One model's row: export, quantize in the four forms, run everything; with_reference adds
-    the onnx.reference columns (QDQ files), perturb the reference-vs-itself one (``self_check``)."""
+    the onnx.reference columns (QDQ files), each of perturb a reference-vs-itself one (``self_check``)."""
     start = time.perf_counter()
     size = max(size, MIN_SIZE.get(name, 0))
     x = np.random.default_rng(2).standard_normal((1, 3, size, size), dtype=np.float32)
@@ -525,9 +556,9 @@ def measure(name: str, size: int, folder: Path, with_reference: bool = True, per
                 cells["ref"] = agreement(ours_q, next(iter(codes.values())), step)
                 cells["forced"] = _attempt(teacher_forced, qpath, x, step, codes)
             cells["layers"] = _attempt(layerwise, qpath, x)
-            if perturb:
-                cells["self"] = (
-                    codes if isinstance(codes, str) else _attempt(self_check, qpath, x, step, perturb, codes, ours_q)
+            for kind in perturb:
+                cells[f"self {kind}"] = (
+                    codes if isinstance(codes, str) else _attempt(self_check, qpath, x, step, kind, codes, ours_q)
                 )
             reference_seconds += time.perf_counter() - began
         int8[f"{fmt} {act}"] = cells
@@ -542,7 +573,7 @@ def header(ort_note: str, size: int) -> str:
     head = ["model", "params (M)", "fp32 rel. err vs ORT", "seconds"]
     head += [f"{k} layer-wise vs reference" for k in QDQ_KEYS] + [f"{k} output vs reference" for k in QDQ_KEYS]
     head += [f"{k} teacher-forced vs reference; reference's own sensitivity" for k in QDQ_KEYS]
-    head += [f"{k} reference vs itself, another summation order" for k in QDQ_KEYS]
+    head += [f"{k} reference vs itself, {kind} sums" for k in QDQ_KEYS for kind in PERTURBATIONS]
     head += [f"{k} output vs ORT" for k in KEYS] + ["reference seconds"]
     lines = [
         f"CPU: {platform.processor() or platform.machine()}; runtime ISA path: {runtime.available_paths()[-1]}; "
@@ -561,7 +592,9 @@ def header(ort_note: str, size: int) -> str:
 def table_row(r: Row) -> str:
     cells = [r.model, f"{r.params_m:.1f}", f"{r.fp32_rel:.1e}", f"{r.seconds:.0f}"]
     cells += [_cell(r.int8[k].get("layers")) for k in QDQ_KEYS] + [_cell(r.int8[k].get("ref")) for k in QDQ_KEYS]
-    cells += [_cell(r.int8[k].get("forced")) for k in QDQ_KEYS] + [_cell(r.int8[k].get("self")) for k in QDQ_KEYS]
+    cells += [_cell(r.int8[k].get("forced")) for k in QDQ_KEYS] + [
+        _cell(r.int8[k].get(f"self {kind}")) for k in QDQ_KEYS for kind in PERTURBATIONS
+    ]
     cells += [_cell(r.int8[k]["ort"]) for k in KEYS] + [f"{r.reference_seconds:.0f}"]
     return "| " + " | ".join(cells) + " |"
 
@@ -576,9 +609,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--perturb",
-        choices=[*PERTURBATIONS, "none"],
-        default="float64",
-        help="the reference-vs-itself column: its Conv/Gemm/MatMul summed this other conformant way (default float64)",
+        default=",".join(PERTURBATIONS),
+        help="comma-separated: one reference-vs-itself column for each, its Conv/Gemm/MatMul summed that other "
+        f"conformant way ({', '.join(PERTURBATIONS)}; default all; none: no such column)",
     )
     parser.add_argument("--results", type=Path, help="JSON-lines file: append each row, skip models already in it")
     parser.add_argument("--table", action="store_true", help="print the table of --results' rows and stop")
@@ -586,7 +619,9 @@ def main() -> None:
     from export.validate import probe_onnxruntime
 
     with_reference = not args.no_reference
-    perturb = None if args.perturb == "none" or not with_reference else args.perturb
+    perturb = () if args.perturb == "none" or not with_reference else tuple(args.perturb.split(","))
+    for kind in perturb:
+        perturbed_ops(kind)  # an unknown name stops here, before any model runs
     done: dict[str, dict] = {}
     if args.results and args.results.exists():
         for text in args.results.read_text().splitlines():
@@ -602,7 +637,7 @@ def main() -> None:
     print(header(probe_onnxruntime().note(), args.size), flush=True)
     for name in names:
         record = done.get(name, {})
-        has_all = (record.get("reference") or not with_reference) and (not perturb or record.get("perturb") == perturb)
+        has_all = (record.get("reference") or not with_reference) and set(perturb) <= set(record.get("perturb") or ())
         if name in done and ("int8" not in record or has_all):
             print(table_row(row_from_json(done[name])) if "int8" in done[name] else done[name]["line"], flush=True)
             continue
