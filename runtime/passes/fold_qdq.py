@@ -45,6 +45,21 @@ class _Folder:
             return None
         return node
 
+    def weight_dq(self, tensor: str, channel_axis: int) -> Node | None:
+        """The DequantizeLinear of a weight whose scales are per tensor or per ``channel_axis``
+        (the output channels, one requantization multiplier each).  The specification also
+        allows per-axis scales along the summed axis, or per block; those cannot become one
+        multiplier per output, so the op stays in float between DQ and Q (the reference's
+        arithmetic) instead of folding with the scales applied to the wrong axis."""
+        node = self.dq(tensor, per_tensor=False)
+        if node is None or self.graph.const(node.inputs[1]).size == 1:
+            return node
+        weight = self.graph.const(node.inputs[0])
+        axis = int(node.attrs.get("axis", 1))
+        if weight is not None and axis < 0:
+            axis += weight.ndim
+        return node if axis == channel_axis and not node.attrs.get("block_size", 0) else None
+
     def zero_point(self, node: Node) -> str:
         """Name of a Q/DQ node's zero point, materialising the uint8 0 default."""
         if len(node.inputs) > 2 and node.inputs[2]:
@@ -121,7 +136,7 @@ class _Folder:
     def fold_conv(self, node: Node, rule: QdqFold) -> Node | None:
         x_dq, w_dq, q = (
             self.dq(node.inputs[0]),
-            self.dq(node.inputs[1], per_tensor=False),
+            self.weight_dq(node.inputs[1], 0),
             self.q_after(node.outputs[0]),
         )
         if not (x_dq and w_dq and q) or self.graph.const(w_dq.inputs[0]) is None:
@@ -142,7 +157,8 @@ class _Folder:
         )
 
     def fold_gemm(self, node: Node, rule: QdqFold) -> Node | None:
-        a_dq, b_dq = self.dq(node.inputs[0]), self.dq(node.inputs[1], per_tensor=False)
+        n_axis = 0 if node.attrs.get("transB", 0) else 1
+        a_dq, b_dq = self.dq(node.inputs[0]), self.weight_dq(node.inputs[1], n_axis)
         if not (a_dq and b_dq) or self.graph.const(b_dq.inputs[0]) is None:
             return None
         if float(node.attrs.get("beta", 1.0)) != 1.0 and len(node.inputs) > 2 and node.inputs[2]:
@@ -175,7 +191,7 @@ class _Folder:
     def fold_matmul(self, node: Node, rule: QdqFold) -> Node | None:
         a_dq, b_dq, q = (
             self.dq(node.inputs[0]),
-            self.dq(node.inputs[1], per_tensor=False),
+            self.weight_dq(node.inputs[1], 1),  # B is 2-D when constant (below)
             self.q_after(node.outputs[0]),
         )
         if not (a_dq and b_dq and q):

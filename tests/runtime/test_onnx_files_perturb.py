@@ -10,7 +10,7 @@ import onnx.reference
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from bench.onnx_files import PERTURBATIONS, perturbed_ops
+from bench.onnx_files import PERTURBATIONS, output_step, perturbed_ops, reference_codes, self_check
 
 
 def _run(node: onnx.NodeProto, feeds: dict[str, np.ndarray], inits: dict[str, np.ndarray], perturb: str | None):
@@ -95,3 +95,54 @@ def test_perturbed_matmul_keeps_the_product_batched_and_for_vectors(b_shape):
 def test_an_unknown_perturbation_is_refused_by_name():
     with pytest.raises(ValueError, match="float16"):
         perturbed_ops("float16")
+
+
+def _near_tie_gemm_file(path) -> np.ndarray:
+    """A QDQ file, input -> Q -> DQ -> Gemm(B = DQ of per-K-row codes) -> Q -> DQ, whose one
+    output is the sum 0.5 + 2^-25 + 2^-26 quantized with scale 1: exactly (float64, then one
+    rounding to float32: 0.5 + 2^-24) it rounds to code 1, while a float32 order that adds the
+    small terms to 0.5 one at a time loses both (0.5, a tie, code 0).  Returns the input."""
+    u8, s8 = TensorProto.UINT8, TensorProto.INT8
+    inits = [
+        helper.make_tensor("sx", TensorProto.FLOAT, [], [2.0**-8]),
+        helper.make_tensor("zx", u8, [], [0]),
+        helper.make_tensor("bq", s8, [3, 1], [64, 32, 16]),  # B = [1, 2^-17, 2^-18] by K-row scales
+        helper.make_tensor("sb", TensorProto.FLOAT, [3], [2.0**-6, 2.0**-22, 2.0**-22]),
+        helper.make_tensor("zb", s8, [3], [0, 0, 0]),
+        helper.make_tensor("sy", TensorProto.FLOAT, [], [1.0]),
+        helper.make_tensor("zy", u8, [], [0]),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["input", "sx", "zx"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["bq", "sb", "zb"], ["bd"], axis=0),
+        helper.make_node("Gemm", ["xd", "bd"], ["y"]),
+        helper.make_node("QuantizeLinear", ["y", "sy", "zy"], ["yq"]),
+        helper.make_node("DequantizeLinear", ["yq", "sy", "zy"], ["output"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "near_tie",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1])],
+        inits,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), str(path))
+    return np.array([[0.5, 2.0**-8, 2.0**-8]], dtype=np.float32)  # codes 128, 1, 1
+
+
+def test_self_check_reports_the_code_a_conformant_summation_order_moves(tmp_path):
+    path = tmp_path / "near_tie.onnx"
+    x = _near_tie_gemm_file(path)
+    ref = reference_codes(path, x)
+    exact = reference_codes(path, x, "float64")
+    assert exact["yq"].item() == 1  # 0.5 + 3 * 2^-26 rounds once, to 0.5 + 2^-24: above the tie
+    step = output_step(path)
+    assert step == 1.0
+    ours = np.array([[1.0]], dtype=np.float32)  # a runtime that rounds the exact sum
+    check = self_check(path, x, step, "float64", ref, ours)
+    moved = ref["yq"].item() != 1  # whether this BLAS's float32 order lost the small terms
+    assert check.perturb == "float64" and check.quantized == 2
+    assert check.output.identical == (0.0 if moved else 1.0) and check.output.max_steps == int(moved)
+    assert (check.tensors, check.first, check.first_codes) == ((1, "yq", 1) if moved else (0, "", 0))
+    assert check.ours is not None and check.ours.identical == 1.0  # ours equals the exact sum
