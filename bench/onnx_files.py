@@ -131,7 +131,59 @@ def reference_run(path: Path, x: np.ndarray) -> np.ndarray:
     return onnx.reference.ReferenceEvaluator(model).run(None, {"input": x})[0]
 
 
-PERTURBATIONS = ("float64", "reversed")
+PERTURBATIONS = ("float64", "reversed", "sequential")
+
+
+def _conv_pads(x_shape, extent, strides, pads, auto_pad) -> tuple[list[int], list[int]]:
+    """Conv's padding before and after each spatial axis, auto_pad resolved as the spec says."""
+    nd = len(extent)
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        need = [
+            max(0, (-(-x_shape[2 + i] // strides[i]) - 1) * strides[i] + extent[i] - x_shape[2 + i]) for i in range(nd)
+        ]
+        head = [(k + 1) // 2 if auto_pad == "SAME_LOWER" else k // 2 for k in need]
+        return head, [k - h for k, h in zip(need, head, strict=True)]
+    if auto_pad == "VALID" or not pads:
+        return [0] * nd, [0] * nd
+    return list(pads[:nd]), list(pads[nd:])
+
+
+def sequential_conv(x, w, b, auto_pad, dilations, group, kernel_shape, pads, strides) -> np.ndarray:
+    """Conv in float32 with each output's sum taken strictly in the order the formula is
+    written (input channel, then kernel position, row-major), every product rounded to float32
+    before it is added (no FMA), the bias last: a textbook loop, not a BLAS blocking."""
+    nd = x.ndim - 2
+    ks = list(kernel_shape or w.shape[2:])
+    dil, st = list(dilations or [1] * nd), list(strides or [1] * nd)
+    extent = [(k - 1) * d + 1 for k, d in zip(ks, dil, strict=True)]
+    head, tail = _conv_pads(x.shape, extent, st, pads, auto_pad)
+    xp = np.pad(x, [(0, 0), (0, 0), *zip(head, tail, strict=True)])
+    out = [(xp.shape[2 + i] - extent[i]) // st[i] + 1 for i in range(nd)]
+    g = group or 1
+    n, cg, m = x.shape[0], w.shape[1], w.shape[0] // g
+    xg, wg = xp.reshape(n, g, cg, *xp.shape[2:]), w.reshape(g, m, cg, *ks)
+    y = np.zeros((n, g, m, *out), np.float32)
+    for c in range(cg):
+        for at in np.ndindex(*ks):
+            window = tuple(slice(at[i] * dil[i], at[i] * dil[i] + st[i] * (out[i] - 1) + 1, st[i]) for i in range(nd))
+            y += (
+                wg[(slice(None), slice(None), c, *at)].reshape(1, g, m, *[1] * nd)
+                * xg[(slice(None), slice(None), c, *window)][:, :, None]
+            )
+    y = y.reshape(n, g * m, *out)
+    return y if b is None else y + b.reshape(1, -1, *[1] * nd)
+
+
+def sequential_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """numpy's matmul (broadcast batches, 1-D operands) in float32 with K summed strictly in
+    order, each product rounded before it is added."""
+    a2, b2 = (a[None] if a.ndim == 1 else a), (b[:, None] if b.ndim == 1 else b)
+    batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+    y = np.zeros((*batch, a2.shape[-2], b2.shape[-1]), np.float32)
+    for k in range(a2.shape[-1]):
+        y += a2[..., :, k : k + 1] * b2[..., k : k + 1, :]
+    y = y[..., 0, :] if a.ndim == 1 else y
+    return y[..., 0] if b.ndim == 1 else y
 
 
 def perturbed_ops(kind: str) -> list[type[OpRun]]:
@@ -140,43 +192,51 @@ def perturbed_ops(kind: str) -> list[type[OpRun]]:
     float32 additions): ``float64`` accumulates in float64 and rounds the result to float32
     once (more accurate than any float32 order); ``reversed`` sums K in the opposite order
     (input channels reversed within each group for Conv, a no-op for depthwise Convs; K reversed
-    for Gemm/MatMul), still in float32 through the same numpy/BLAS product.  A QDQ file runs these
-    ops in float between DequantizeLinear and QuantizeLinear, so the reference with these ops is
-    the same specification computed a second, equally conformant way."""
+    for Gemm/MatMul), still in float32 through the same numpy/BLAS product; ``sequential`` is
+    the textbook float32 loop (``sequential_conv``, ``sequential_matmul``), independent of the
+    BLAS, whose blocked kernels keep several partial sums.  A QDQ file runs these ops in float
+    between DequantizeLinear and QuantizeLinear, so the reference with these ops is the same
+    specification computed a second, equally conformant way."""
     if kind not in PERTURBATIONS:
         raise ValueError(f"perturbation {kind!r}: expected one of {PERTURBATIONS}")
-    wide = kind == "float64"
+    wide, sequential = kind == "float64", kind == "sequential"
 
     def k_reversed(a: np.ndarray, axis: int) -> np.ndarray:
-        return np.flip(a, axis) if not wide else a
+        return np.flip(a, axis) if kind == "reversed" else a
 
     def widen(a: np.ndarray | None) -> np.ndarray | None:
         return None if a is None else a.astype(np.float64) if wide else a
+
+    def product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return sequential_matmul(a, b) if sequential else op_matmul.numpy_matmul(a, b)
 
     class Conv(op_conv.Conv):
         op_domain = ""
 
         def _run(
             self, X, W, B=None, auto_pad=None, dilations=None, group=None, kernel_shape=None, pads=None, strides=None
-        ):  # noqa: N803, E501
+        ):  # noqa: N803
             dtype = X.dtype
-            if not wide:  # channel c of group g read as C/g - 1 - c, with the weights to match
+            args = (auto_pad, dilations, group or 1, kernel_shape, pads, strides)
+            if sequential:
+                return (sequential_conv(X, W, B, *args).astype(dtype),)
+            if kind == "reversed":  # channel c of group g read as C/g - 1 - c, with the weights to match
                 g = group or 1
                 X = np.ascontiguousarray(np.flip(X.reshape(X.shape[0], g, -1, *X.shape[2:]), 2).reshape(X.shape))
                 W = np.ascontiguousarray(np.flip(W, 1))
-            y = op_conv._conv_implementation(
-                widen(X), widen(W), widen(B), auto_pad, dilations, group or 1, kernel_shape, pads, strides
-            )  # noqa: E501
-            return (y.astype(dtype),)
+            return (op_conv._conv_implementation(widen(X), widen(W), widen(B), *args).astype(dtype),)
 
     class Gemm(op_gemm.Gemm_7):
         op_domain = ""
 
         def _run(self, a, b, c=None, alpha=None, beta=None, transA=None, transB=None):  # noqa: N803
-            a = np.ascontiguousarray(k_reversed(a, 0 if transA else 1))
-            b = np.ascontiguousarray(k_reversed(b, 1 if transB else 0))
-            (y,) = super()._run(widen(a), widen(b), widen(c), alpha, beta, transA, transB)
-            return (y.astype(np.float32 if wide else y.dtype),)
+            dtype = a.dtype
+            a = np.ascontiguousarray(k_reversed(a.T if transA else a, 1))
+            b = np.ascontiguousarray(k_reversed(b.T if transB else b, 0))
+            y = product(widen(a), widen(b)) * (1.0 if alpha is None else alpha)  # as the reference: A'B' * alpha
+            if c is not None and beta != 0:
+                y = y + widen(c) * (1.0 if beta is None else beta)
+            return (y.astype(dtype),)
 
     class MatMul(op_matmul.MatMul):
         op_domain = ""
@@ -185,8 +245,7 @@ def perturbed_ops(kind: str) -> list[type[OpRun]]:
             dtype = a.dtype
             a = np.ascontiguousarray(k_reversed(a, -1))
             b = np.ascontiguousarray(k_reversed(b, -2 if b.ndim > 1 else 0))
-            (y,) = super()._run(widen(a), widen(b))
-            return (y.astype(dtype),)
+            return (product(widen(a), widen(b)).astype(dtype),)
 
     return [Conv, Gemm, MatMul]
 
