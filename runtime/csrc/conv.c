@@ -92,14 +92,18 @@ static void depthwise_task(void *ctx, int64_t task, int worker) {
     /* Sizes were validated by the caller: ow * c fits the output buffer, kh * kw <= TAPS_MAX. */
     const size_t taps = (size_t)(a->g.kh * a->g.kw);
     depthwise_scratch s = {aligned_alloc(64, ((size_t)(a->g.ow * a->g.c) * sizeof(int32_t) + 63) & ~(size_t)63),
-                           malloc(taps * sizeof(uint8_t *)), malloc(taps * sizeof(int8_t *))};
-    if (s.acc == NULL || s.xp == NULL || s.wp == NULL)
+                           malloc(taps * sizeof(uint8_t *)), malloc(taps * sizeof(int8_t *)), NULL};
+    /* The row kernel's kh quad rows of one 32-channel step: kh * ow * 128 bytes (kh <= 8,
+     * ow < 2^31). */
+    if (a->wq != NULL) s.rows = aligned_alloc(64, (size_t)(a->g.kh * a->g.ow) * 128);
+    if (s.acc == NULL || s.xp == NULL || s.wp == NULL || (a->wq != NULL && s.rows == NULL))
         atomic_store(&job->failed, 1);
     else
         job->fn(a, r0, r1, &s);
     free(s.acc);
     free(s.xp);
     free(s.wp);
+    free(s.rows);
 }
 
 /* Channels per step of the SIMD depthwise kernels (0: the portable kernel needs no packing). */
@@ -126,7 +130,26 @@ static void depthwise_pack(const int8_t *w, int64_t taps, int64_t c, int v, int1
         }
 }
 
-int dw_weights_init(dw_weights *d, const int8_t *w, int64_t taps, int64_t c) {
+/* The VNNI row kernel's channel order within a 32-channel step: position q (0..31) of its
+ * vectors holds channel 16 * j + 4 * k + i for q = 8 * k + 4 * j + i -- vector k (of four 8-lane
+ * vectors) lane-half j, dword i, the order in which vpunpck{l,h}bw then vpunpck{l,h}wd of four
+ * taps' input bytes (within 128-bit lanes) present the channels. */
+static inline int64_t quad_channel(int64_t q) { return 16 * ((q >> 2) & 1) + 4 * (q >> 3) + (q & 3); }
+
+/* Weights for the VNNI row kernel: per 32-channel step and window row ky, 32 dwords (the
+ * quad_channel order) whose byte kx is w[ky][kx][ch] -- the 4 horizontal taps one vpdpbusd sums
+ * -- zero beyond kw and c.  cq/32 * kh * 128 bytes. */
+static void depthwise_pack_quad(const int8_t *w, int64_t kh, int64_t kw, int64_t c, int8_t *dst) {
+    for (int64_t cb = 0; cb < c; cb += 32)
+        for (int64_t ky = 0; ky < kh; ++ky)
+            for (int64_t q = 0; q < 32; ++q, dst += 4) {
+                const int64_t ch = cb + quad_channel(q);
+                for (int64_t kx = 0; kx < 4; ++kx) dst[kx] = kx < kw && ch < c ? w[(ky * kw + kx) * c + ch] : 0;
+            }
+}
+
+int dw_weights_init(dw_weights *d, const int8_t *w, int64_t kh, int64_t kw, int64_t c) {
+    const int64_t taps = kh * kw;
     memset(d, 0, sizeof *d);
     d->w = malloc((size_t)(taps * c));
     d->wsum = malloc((size_t)c * sizeof(int32_t));
@@ -143,12 +166,20 @@ int dw_weights_init(dw_weights *d, const int8_t *w, int64_t taps, int64_t c) {
         for (int64_t t = 0; t < taps; ++t) sum += w[t * c + ch];
         d->wsum[ch] = (int32_t)sum;
     }
-    /* Both SIMD layouts now (plain C, whatever this CPU runs): the calls then only read them. */
+    /* Every SIMD layout now (plain C, whatever this CPU runs): the calls then only read them. */
     for (int p = 1; p < PATH_COUNT; ++p)
         if (dw_weights_prepare(p, d) < 0) {
             dw_weights_free(d);
             return -1;
         }
+    if (kh <= QUAD_KH_MAX && kw <= QUAD_KW_MAX) {
+        d->pkq = aligned_alloc(64, (size_t)(((c + 31) / 32) * kh * 128));
+        if (d->pkq == NULL) {
+            dw_weights_free(d);
+            return -1;
+        }
+        depthwise_pack_quad(w, kh, kw, c, d->pkq);
+    }
     return 0;
 }
 
@@ -170,6 +201,7 @@ void dw_weights_free(dw_weights *d) {
     free(d->wsum);
     free(d->pk16);
     free(d->pk32);
+    free(d->pkq);
     memset(d, 0, sizeof *d);
 }
 
@@ -179,8 +211,9 @@ int depthwise_run(int path, const depthwise_args *args, const dw_weights *d, int
     depthwise_args a = *args;
     a.w = d->w;
     const int v = depthwise_width[path];
-    int32_t *bias = NULL;
-    uint8_t *zxrow = NULL;
+    int32_t *bias = NULL, *bq = NULL;
+    float *mq = NULL;
+    uint8_t *zxrow = NULL, *zxq = NULL;
     if (v) {
         const int64_t c = a.g.c;
         bias = malloc((size_t)c * sizeof(int32_t));
@@ -199,6 +232,34 @@ int depthwise_run(int path, const depthwise_args *args, const dw_weights *d, int
         a.wpk = v == 16 ? d->pk16 : d->pk32;
         a.zxrow = zxrow;
         a.os.bias = bias;
+        /* The VNNI row kernel (AVX-512 builds; the AMX path has AVX-512 VNNI too): requantizing
+         * stages of windows that fit it. */
+        if (path >= PATH_AVX512VNNI && d->pkq != NULL && a.os.mult != NULL) {
+            const int64_t cq = (c + 31) / 32 * 32;
+            bq = malloc((size_t)cq * sizeof(int32_t));
+            mq = malloc((size_t)cq * sizeof(float));
+            zxq = aligned_alloc(64, (size_t)cq * 4);
+            if (bq == NULL || mq == NULL || zxq == NULL) {
+                free(bias);
+                free(zxrow);
+                free(bq);
+                free(mq);
+                free(zxq);
+                return -1;
+            }
+            for (int64_t cb = 0; cb < cq; cb += 32)
+                for (int64_t q = 0; q < 32; ++q) {
+                    const int64_t ch = cb + quad_channel(q);
+                    bq[cb + q] = ch < c ? bias[ch] : 0;
+                    mq[cb + q] = ch < c ? a.os.mult[ch] : 0.0f;
+                }
+            memset(zxq, a.zx, (size_t)cq * 4);
+            a.wq = d->pkq;
+            a.cq = cq;
+            a.bq = bq;
+            a.mq = mq;
+            a.zxq = zxq;
+        }
     }
     /* Work fits 64 bits: the output (total * ow * c bytes) was checked against its buffer and
      * taps <= TAPS_MAX. */
@@ -209,5 +270,8 @@ int depthwise_run(int path, const depthwise_args *args, const dw_weights *d, int
     pool_run(depthwise_task, &job, (total + job.rows_per_task - 1) / job.rows_per_task, nthreads);
     free(bias);
     free(zxrow);
+    free(bq);
+    free(mq);
+    free(zxq);
     return atomic_load(&job.failed) ? -1 : 0;
 }

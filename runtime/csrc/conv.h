@@ -40,11 +40,17 @@ typedef struct {
     int8_t *w;
     int32_t *wsum;
     int16_t *pk16, *pk32;
+    int8_t *pkq; /* the VNNI row kernel's layout (depthwise_pack_quad), NULL when the window does not fit it */
 } dw_weights;
 
-/* Copies w ([taps][c]), computes the sums and packs the SIMD layouts; -1 when memory runs out
- * (d is then empty). */
-int dw_weights_init(dw_weights *d, const int8_t *w, int64_t taps, int64_t c);
+/* The VNNI row kernel (depthwise_avx512.c) takes windows up to QUAD_KH_MAX rows of up to 4
+ * columns: one vpdpbusd multiplies a window row's (up to) 4 horizontal taps of 8 channels. */
+#define QUAD_KH_MAX 8
+#define QUAD_KW_MAX 4
+
+/* Copies w ([kh * kw][c]), computes the sums and packs the SIMD layouts; -1 when memory runs
+ * out (d is then empty). */
+int dw_weights_init(dw_weights *d, const int8_t *w, int64_t kh, int64_t kw, int64_t c);
 /* Makes the packed layout the path needs if it is missing; -1 when memory runs out. */
 int dw_weights_prepare(int path, dw_weights *d);
 void dw_weights_free(dw_weights *d);
@@ -62,6 +68,16 @@ typedef struct {
      * read, and os.bias already minus zx * (sum of the channel's weights). */
     const int16_t *wpk;
     const uint8_t *zxrow;
+    /* Filled by depthwise_run for the VNNI row kernel when the window fits it and the stage
+     * requantizes (else wq is NULL): the weights in its layout (dw_weights.pkq), c rounded up
+     * to 32 (cq), bias (already minus zx * sum(w)) and multipliers permuted into its channel
+     * order and zero-padded to cq, and one pixel of its row layout (cq * 4 bytes) equal to zx
+     * that padded rows read. */
+    const int8_t *wq;
+    int64_t cq;
+    const int32_t *bq;
+    const float *mq;
+    const uint8_t *zxq;
 } depthwise_args;
 
 /* Per-task scratch of the depthwise kernels: the int32 accumulators of one output row
@@ -71,6 +87,7 @@ typedef struct {
     int32_t *acc;
     const uint8_t **xp;
     const int8_t **wp;
+    uint8_t *rows; /* the VNNI row kernel's kh quad rows of one 32-channel step (kh * ow * 128 bytes), or NULL */
 } depthwise_scratch;
 
 /* Computes output rows [r0, r1) (row = b * oh + oy) into os->out. */

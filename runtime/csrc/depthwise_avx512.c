@@ -11,7 +11,7 @@
 
 #include "conv.h"
 
-#include "outstage_impl.h" /* outstage_zmm only: the one output stage on 16 lanes */
+#include "outstage_impl.h" /* outstage_zmm and outstage_ymm_value only: the one output stage in registers */
 
 /* Windows of at most this many taps take the fused kernel below. */
 #define FUSED_TAPS_MAX 25
@@ -87,7 +87,156 @@ static void rows_fused(const depthwise_args *a, int64_t r0, int64_t r1, const de
     }
 }
 
+/* The VNNI row kernel (windows of at most QUAD_KH_MAX x QUAD_KW_MAX taps, requantizing stages).
+ * vpdpbusd sums 4 adjacent u8 x s8 products per dword exactly (no saturation: |sum| <= 4 * 255 *
+ * 128), so the input is rearranged once per input row into "quads": for each output column ox
+ * and channel, the dword of the (up to) 4 horizontal taps x[iy][ox * sw - pl + kx * dw][ch] (zx
+ * where the column is padded).  An output pixel is then, per 32 channels, kh vpdpbusd on each of
+ * 4 accumulators against weights held in registers: no shuffle per tap, each input row
+ * rearranged once and read by every output row whose window covers it (kh slots cached by row).
+ * The quads come out of vpunpck{l,h}bw / vpunpck{l,h}wd within 128-bit lanes, so the channels
+ * are permuted (quad_channel in conv.c: weights, bias and multipliers are prepared in that
+ * order) and the output stage's signed packs (vpackssdw, then vpack{s,u}swb) put them back in
+ * order -- the values are already clamped into the output type, so the packs equal its byte
+ * store. */
+
+/* One output column's quads from its 4 taps' 32 input bytes each (zero beyond kw). */
+static inline __attribute__((always_inline)) void quad_store(uint8_t *dst, __m256i t0, __m256i t1, __m256i t2,
+                                                             __m256i t3) {
+    const __m256i ab_lo = _mm256_unpacklo_epi8(t0, t1), ab_hi = _mm256_unpackhi_epi8(t0, t1);
+    const __m256i cd_lo = _mm256_unpacklo_epi8(t2, t3), cd_hi = _mm256_unpackhi_epi8(t2, t3);
+    _mm256_store_si256((__m256i *)dst, _mm256_unpacklo_epi16(ab_lo, cd_lo));
+    _mm256_store_si256((__m256i *)(dst + 32), _mm256_unpackhi_epi16(ab_lo, cd_lo));
+    _mm256_store_si256((__m256i *)(dst + 64), _mm256_unpacklo_epi16(ab_hi, cd_hi));
+    _mm256_store_si256((__m256i *)(dst + 96), _mm256_unpackhi_epi16(ab_hi, cd_hi));
+}
+
+/* 32 channels of one tap; masked only at a channel tail (masked loads are slower on Zen 4). */
+static inline __attribute__((always_inline)) __m256i quad_load(const uint8_t *p, int full, __mmask32 m) {
+    return full ? _mm256_loadu_si256((const __m256i *)p) : _mm256_maskz_loadu_epi8(m, p);
+}
+
+/* Quads of channels [cb, cb + 32) of input row (b, iy) for every output column: ow * 128 bytes
+ * at dst (4 vectors of 8 dwords per column).  Columns whose taps all lie in the row step a
+ * pointer; the few edge columns test each tap.  kw is a constant in the specialised calls. */
+static inline __attribute__((always_inline)) void quad_row(const depthwise_args *a, int64_t b, int64_t iy,
+                                                           int64_t cb, uint8_t *dst, const int64_t kw) {
+    const conv_geom *g = &a->g;
+    const int64_t c = g->c, step = g->sw * c, tap = g->dw * c;
+    const uint8_t *row = a->x + (b * g->h + iy) * g->w * c + cb;
+    const int full = c - cb >= 32;
+    const __mmask32 m = full ? 0xFFFFFFFFu : (__mmask32)((1u << (c - cb)) - 1u);
+    const __m256i zxv = _mm256_set1_epi8((char)a->zx), zero = _mm256_setzero_si256();
+    /* Columns whose taps all lie inside the row (as in rows_fused). */
+    const int64_t ox_lo = (g->pl + g->sw - 1) / g->sw < g->ow ? (g->pl + g->sw - 1) / g->sw : g->ow;
+    const int64_t last = g->w - 1 + g->pl - (kw - 1) * g->dw;
+    const int64_t hi = last < 0 ? 0 : (last / g->sw + 1 < g->ow ? last / g->sw + 1 : g->ow);
+    const int64_t ox_hi = hi > ox_lo ? hi : ox_lo;
+    for (int64_t ox = 0; ox < g->ow; ++ox) {
+        if (ox == ox_lo) { /* the interior run */
+            const uint8_t *p = row + (ox * g->sw - g->pl) * c;
+            for (; ox < ox_hi; ++ox, p += step)
+                quad_store(dst + ox * 128, quad_load(p, full, m), kw > 1 ? quad_load(p + tap, full, m) : zero,
+                           kw > 2 ? quad_load(p + 2 * tap, full, m) : zero,
+                           kw > 3 ? quad_load(p + 3 * tap, full, m) : zero);
+            if (ox >= g->ow) break;
+        }
+        __m256i t[4];
+        for (int64_t kx = 0; kx < 4; ++kx) {
+            const int64_t ix = ox * g->sw - g->pl + kx * g->dw;
+            t[kx] = kx >= kw ? zero : ix < 0 || ix >= g->w ? zxv : quad_load(row + ix * c, full, m);
+        }
+        quad_store(dst + ox * 128, t[0], t[1], t[2], t[3]);
+    }
+}
+
+/* Output rows [r0, r1) from the quads, one 32-channel step at a time (its kh quad rows, ow *
+ * 128 bytes each, stay in L1/L2; kh and kw are constants in the specialised calls, so the kh * 4
+ * weight vectors stay in registers across the step). */
+static inline __attribute__((always_inline)) void quad_rows(const depthwise_args *a, int64_t r0, int64_t r1,
+                                                            const depthwise_scratch *s, const int64_t kh,
+                                                            const int64_t kw) {
+    const conv_geom *g = &a->g;
+    const out_stage *os = &a->os;
+    const int64_t c = g->c, ow = g->ow, slot_bytes = ow * 128;
+    const int is_signed = os->lo < 0;
+    const __m256 flo = _mm256_set1_ps(os->flo), fhi = _mm256_set1_ps(os->fhi);
+    const __m256i zy = _mm256_set1_epi32(os->zy);
+    for (int64_t cb = 0; cb < a->cq; cb += 32) {
+        const __m256i *wv = (const __m256i *)(a->wq + cb / 32 * kh * 128);
+        __m256i w[QUAD_KH_MAX][4];
+        for (int64_t ky = 0; ky < kh; ++ky)
+            for (int k = 0; k < 4; ++k) w[ky][k] = _mm256_load_si256(wv + 4 * ky + k);
+        const int32_t *bq = a->bq + cb;
+        const float *mq = a->mq + cb;
+        const int full = c - cb >= 32;
+        const __mmask32 m = full ? 0xFFFFFFFFu : (__mmask32)((1u << (c - cb)) - 1u);
+        int64_t tag[QUAD_KH_MAX]; /* input row (b * h + iy) whose quads each slot holds, -1: none */
+        for (int64_t k = 0; k < kh; ++k) tag[k] = -1;
+        for (int64_t r = r0; r < r1; ++r) {
+            const int64_t b = r / g->oh, oy = r % g->oh;
+            int64_t want[QUAD_KH_MAX];
+            for (int64_t ky = 0; ky < kh; ++ky) {
+                const int64_t iy = oy * g->sh - g->pt + ky * g->dh;
+                want[ky] = iy < 0 || iy >= g->h ? -1 : b * g->h + iy;
+            }
+            const uint8_t *p[QUAD_KH_MAX];
+            int64_t ostep[QUAD_KH_MAX];
+            for (int64_t ky = 0; ky < kh; ++ky) {
+                if (want[ky] < 0) { /* a padded row: every column reads the zx pixel */
+                    p[ky] = a->zxq;
+                    ostep[ky] = 0;
+                    continue;
+                }
+                int64_t slot = -1;
+                for (int64_t k = 0; k < kh; ++k)
+                    if (tag[k] == want[ky]) slot = k;
+                if (slot < 0) { /* a slot holding no row this output row reads (kh slots: one exists) */
+                    for (int64_t k = 0; k < kh && slot < 0; ++k) {
+                        int used = 0;
+                        for (int64_t j = 0; j < kh; ++j) used |= tag[k] >= 0 && tag[k] == want[j];
+                        if (!used) slot = k;
+                    }
+                    quad_row(a, b, want[ky] - b * g->h, cb, s->rows + slot * slot_bytes, kw);
+                    tag[slot] = want[ky];
+                }
+                p[ky] = s->rows + slot * slot_bytes;
+                ostep[ky] = 128;
+            }
+            uint8_t *out = (uint8_t *)os->out + r * ow * c + cb;
+            for (int64_t ox = 0; ox < ow; ++ox, out += c) {
+                __m256i acc0 = _mm256_setzero_si256(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+                for (int64_t ky = 0; ky < kh; ++ky) {
+                    const __m256i *q = (const __m256i *)(p[ky] + ox * ostep[ky]);
+                    acc0 = _mm256_dpbusd_epi32(acc0, _mm256_load_si256(q), w[ky][0]);
+                    acc1 = _mm256_dpbusd_epi32(acc1, _mm256_load_si256(q + 1), w[ky][1]);
+                    acc2 = _mm256_dpbusd_epi32(acc2, _mm256_load_si256(q + 2), w[ky][2]);
+                    acc3 = _mm256_dpbusd_epi32(acc3, _mm256_load_si256(q + 3), w[ky][3]);
+                }
+                const __m256i v0 = outstage_ymm_value(acc0, bq, mq, flo, fhi, zy);
+                const __m256i v1 = outstage_ymm_value(acc1, bq + 8, mq + 8, flo, fhi, zy);
+                const __m256i v2 = outstage_ymm_value(acc2, bq + 16, mq + 16, flo, fhi, zy);
+                const __m256i v3 = outstage_ymm_value(acc3, bq + 24, mq + 24, flo, fhi, zy);
+                /* Within each 128-bit lane: v0 v1 hold channels 0-7, v2 v3 8-15 (quad_channel). */
+                const __m256i p01 = _mm256_packs_epi32(v0, v1), p23 = _mm256_packs_epi32(v2, v3);
+                const __m256i y = is_signed ? _mm256_packs_epi16(p01, p23) : _mm256_packus_epi16(p01, p23);
+                if (full)
+                    _mm256_storeu_si256((__m256i *)out, y);
+                else
+                    _mm256_mask_storeu_epi8(out, m, y);
+            }
+        }
+    }
+}
+
 void depthwise_rows_avx512(const depthwise_args *a, int64_t r0, int64_t r1, const depthwise_scratch *s) {
+    if (a->wq != NULL) {
+        if (a->g.kh == 3 && a->g.kw == 3)
+            quad_rows(a, r0, r1, s, 3, 3);
+        else
+            quad_rows(a, r0, r1, s, a->g.kh, a->g.kw);
+        return;
+    }
     if (a->os.mult != NULL && a->g.kh * a->g.kw <= FUSED_TAPS_MAX) {
         rows_fused(a, r0, r1, s);
         return;

@@ -299,7 +299,7 @@ static PyObject *py_pack_depthwise(PyObject *self, PyObject *args) {
     if (obj == NULL) goto done;
     obj->kh = kh;
     obj->kw = kw;
-    if (dw_weights_init(&obj->d, w.buf, kh * kw, c) < 0) {
+    if (dw_weights_init(&obj->d, w.buf, kh, kw, c) < 0) {
         Py_DECREF(obj);
         obj = NULL;
         PyErr_NoMemory();
@@ -496,7 +496,7 @@ static PyObject *py_qdepthwise(PyObject *self, PyObject *args) {
     if (make_out_stage("qdepthwise", &cc.bias, &cc.mult, cc.have_mult, cc.zy, cc.lo, cc.hi, &cc.out, cc.m, g->c, g->c,
                        &os) < 0)
         goto release;
-    if ((d == &local && dw_weights_init(&local, w.buf, cc.taps, g->c) < 0) || dw_weights_prepare(cc.path, d) < 0) {
+    if ((d == &local && dw_weights_init(&local, w.buf, g->kh, g->kw, g->c) < 0) || dw_weights_prepare(cc.path, d) < 0) {
         PyErr_NoMemory();
         goto release;
     }

@@ -17,6 +17,12 @@
 
 #include "qgemm.h"
 
+/* The register forms skip the subtraction and the conversion: f + magic lies in [2^23, 2^24)
+ * (|f| <= 2^22), where floats are spaced 1 apart and the bit pattern is 0x4B000000 plus
+ * (value - 2^23), so the rounded integer (f + magic) - magic equals the sum's bits minus
+ * 0x4B400000 exactly.  One integer add then does that and the zero point. */
+#define OUTSTAGE_MAGIC_BITS 0x4B400000
+
 #ifdef OUTPUT_NAME
 void OUTPUT_NAME(const int32_t *c, int64_t ldc, int64_t rows, int64_t cols, int64_t row0, int64_t col0,
                  const out_stage *os) {
@@ -62,8 +68,9 @@ static inline __attribute__((always_inline)) __m512i outstage_zmm_value(__m512i 
     __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), full ? _mm512_loadu_ps(mult) : _mm512_maskz_loadu_ps(mask, mult));
     f = _mm512_max_ps(f, flo); /* f < flo ? flo : f (equal values are equal) */
     f = _mm512_min_ps(f, fhi); /* f > fhi ? fhi : f */
-    f = _mm512_sub_ps(_mm512_add_ps(f, magic), magic);
-    return _mm512_add_epi32(_mm512_cvttps_epi32(f), zy);
+    /* (f + magic) - magic converted is read off the sum's bits (OUTSTAGE_MAGIC_BITS). */
+    return _mm512_add_epi32(_mm512_castps_si512(_mm512_add_ps(f, magic)),
+                            _mm512_sub_epi32(zy, _mm512_set1_epi32(OUTSTAGE_MAGIC_BITS)));
 }
 
 /* The same, stored as the 16 bytes of mask's lanes (narrowed in a register, then a masked
@@ -91,8 +98,9 @@ static inline __attribute__((always_inline)) __m256i outstage_ymm_value(__m256i 
     __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_loadu_ps(mult));
     f = _mm256_max_ps(f, flo); /* f < flo ? flo : f (equal values are equal) */
     f = _mm256_min_ps(f, fhi); /* f > fhi ? fhi : f */
-    f = _mm256_sub_ps(_mm256_add_ps(f, magic), magic);
-    return _mm256_add_epi32(_mm256_cvttps_epi32(f), zy);
+    /* (f + magic) - magic converted is read off the sum's bits (OUTSTAGE_MAGIC_BITS). */
+    return _mm256_add_epi32(_mm256_castps_si256(_mm256_add_ps(f, magic)),
+                            _mm256_sub_epi32(zy, _mm256_set1_epi32(OUTSTAGE_MAGIC_BITS)));
 }
 
 /* 16 full columns (acc0: 0-7, acc1: 8-15) stored as bytes.  The values already lie in

@@ -229,6 +229,49 @@ def test_depthwise_large_windows_match_reference_on_every_path(kernel):
         np.testing.assert_array_equal(kernels.depthwise_nhwc(x, prepared, geom, 9, stage, 1, path), expected, path)
 
 
+@pytest.mark.parametrize(
+    ("kernel", "strides", "dilations", "c", "signed"),
+    [
+        ((8, 4), (1, 1), (1, 1), 33, False),
+        ((5, 3), (2, 1), (2, 1), 64, True),
+        ((7, 1), (1, 2), (1, 2), 95, False),
+        ((3, 3), (2, 2), (1, 1), 96, True),
+    ],
+)
+def test_depthwise_tall_windows_match_reference_on_every_path(kernel, strides, dilations, c, signed):
+    # The AVX-512 VNNI row kernel takes windows of up to 8 rows of up to 4 taps (one vpdpbusd per
+    # window row) and caches one rearranged input row per window row: tall windows, strides and
+    # dilations that skip rows, channel counts around its 32-channel step, a clamp that bites.
+    rng = np.random.default_rng(c)
+    geom = kernels.ConvGeometry(kernel, strides, dilations, (3, 1, 2, 2))
+    x = rng.integers(0, 256, (2, 13, 10, c), dtype=np.uint8)
+    wt = rng.integers(-128, 128, (*kernel, c), dtype=np.int8)
+    mult = (rng.random(c) * 2e-3 + 1e-5).astype(np.float32)
+    bias = rng.integers(-5000, 5000, c).astype(np.int32)
+    stage = (kernels.OutputStage(bias, mult, -3, -100, 110, np.int8) if signed
+             else kernels.OutputStage(bias, mult, 128, 10, 240, np.uint8))
+    expected = np.concatenate(
+        [
+            conv_reference(
+                x[..., i : i + 1],
+                wt[None, :, :, i : i + 1],
+                geom,
+                5,
+                kernels.OutputStage(stage.bias[i : i + 1], stage.multiplier[i : i + 1], stage.zero_point,
+                                    stage.lo, stage.hi, stage.dtype),
+            )
+            for i in range(c)
+        ],
+        axis=3,
+    )
+    assert len(np.unique(expected)) > 20  # not all clamped
+    prepared = kernels.pack_depthwise(wt)
+    for path in PATHS:
+        for threads in (1, 3):
+            got = kernels.depthwise_nhwc(x, prepared, geom, 5, stage, threads, path)
+            np.testing.assert_array_equal(got, expected, f"{path} threads={threads}")
+
+
 def test_prepared_depthwise_weights_must_match_the_window():
     prepared = kernels.pack_depthwise(np.ones((3, 3, 8), np.int8))
     assert prepared.shape == (3, 3, 8)
