@@ -269,7 +269,7 @@ def float64_ops() -> list[type[OpRun]]:
 
 class QdqFile:
     """A QDQ file's quantized tensors and, for each, its layer: the DequantizeLinear nodes, the
-    op and the QuantizeLinear that produce it, as a graph of its own (opset 21)."""
+    op and the QuantizeLinear that produce it, as a graph of its own."""
 
     def __init__(self, path: Path) -> None:
         self.model = onnx.load(str(path))
@@ -278,6 +278,7 @@ class QdqFile:
         self.producers = {o: n for n in g.node for o in n.output}
         self.qnodes = [n for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] not in self.inits]
         self.names = [q.output[0] for q in self.qnodes]
+        self.opset = next(o.version for o in self.model.opset_import if o.domain in ("", "ai.onnx"))
 
     def elem(self, q) -> int:
         inits = self.inits
@@ -291,7 +292,9 @@ class QdqFile:
             probe.graph.output.append(onnx.helper.make_tensor_value_info(q.output[0], self.elem(q), None))
         return onnx.version_converter.convert_version(probe, opset) if opset else probe
 
-    def layer(self, q, codes: dict[str, np.ndarray]) -> tuple[onnx.ModelProto, dict[str, np.ndarray]] | None:
+    def layer(
+        self, q, codes: dict[str, np.ndarray], opset: int = 21
+    ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]] | None:
         """q's layer fed with codes of its quantized inputs, or None when the op before q reads
         something other than DequantizeLinear outputs and constants (ORT's QDQ files put a DQ
         before every quantized op's input) or q quantizes a graph input."""
@@ -319,7 +322,7 @@ class QdqFile:
             [onnx.helper.make_tensor_value_info(q.output[0], self.elem(q), None)],
             [t for n, t in self.inits.items() if n in used],
         )
-        return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 21)]), feeds
+        return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)]), feeds
 
 
 def layerwise(path: Path, x: np.ndarray) -> tuple[Agreement, int, int, int]:
@@ -442,7 +445,7 @@ def teacher_forced(path: Path, x: np.ndarray, step: float, ref: dict[str, np.nda
     equal = total = worst = ours_exact = reference_exact = 0
     first = None
     for q in f.qnodes:
-        if (made := f.layer(q, ref)) is None:
+        if (made := f.layer(q, ref, f.opset)) is None:  # the file's own opset for our runtime
             continue
         ours = runtime.InferenceSession(made[0].SerializeToString(), threads=1).run(None, made[1])[0]
         theirs = ref[q.output[0]]
@@ -451,7 +454,8 @@ def teacher_forced(path: Path, x: np.ndarray, step: float, ref: dict[str, np.nda
         diff = np.abs(ours.astype(np.int64) - theirs.astype(np.int64))
         equal, total, worst = equal + int((diff == 0).sum()), total + diff.size, max(worst, int(diff.max(initial=0)))
         if diff.any():
-            exact = onnx.reference.ReferenceEvaluator(made[0], new_ops=float64_ops()).run(None, made[1])[0]
+            layer64, feeds = f.layer(q, ref)  # opset 21 for the reference's Q/DQ
+            exact = onnx.reference.ReferenceEvaluator(layer64, new_ops=float64_ops()).run(None, feeds)[0]
             ours_exact += int((exact == ours)[diff != 0].sum())
             reference_exact += int((exact == theirs)[diff != 0].sum())
             if first is None:
