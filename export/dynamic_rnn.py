@@ -16,7 +16,7 @@ module's dequantized weights (content match, gates reordered) is replaced:
   engine rounds alike).  Unrolled rather than a Loop/Scan body because the bundled runtime has
   no subgraph ops and ORT runs a flat graph without per-iteration session overhead; the price is
   a fixed sequence length (the exported one: the time axis is Split into ones, which fails on
-  any other length instead of computing a wrong answer) and a graph of ~27 nodes per step.
+  any other length instead of computing a wrong answer) and a graph of 22 nodes per step.
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ def _gru_nodes(node: onnx.NodeProto, name: str, mods: list, graph: onnx.GraphPro
     n = _Nodes(p)
     c = {
         "one": _init(graph, np.asarray(1.0, np.float32), p + "one"),
-        "split_h": _init(graph, np.asarray([hidden] * 3, np.int64), p + "split_gates"),
+        "split_zr_n": _init(graph, np.asarray([2 * hidden, hidden], np.int64), p + "split_zr_n"),
+        "split_z_r": _init(graph, np.asarray([hidden, hidden], np.int64), p + "split_z_r"),
         "split_t": _init(graph, np.ones(seq, np.int64), p + "split_time"),
         "ax0": _init(graph, np.asarray([0], np.int64), p + "axis0"),
         "ax1": _init(graph, np.asarray([1], np.int64), p + "axis1"),
@@ -130,14 +131,13 @@ def _gru_nodes(node: onnx.NodeProto, name: str, mods: list, graph: onnx.GraphPro
         q = f"{p}d{d}/"
         w_i, sw_i = _init(graph, qw, q + "W_quant"), _init(graph, sw, q + "W_scale")
         r_i, sr_i = _init(graph, qr, q + "R_quant"), _init(graph, sr, q + "R_scale")
-        b_zr = (wb[: 2 * hidden] + rb[: 2 * hidden]).astype(np.float32)  # Wb + Rb, as the simulation sums
-        b_z, b_r = _init(graph, b_zr[:hidden], q + "bias_z"), _init(graph, b_zr[hidden:], q + "bias_r")
+        b_zr = _init(graph, (wb[: 2 * hidden] + rb[: 2 * hidden]).astype(np.float32), q + "bias_zr")  # Wb + Rb
         b_wn, b_rn = _init(graph, wb[2 * hidden:], q + "bias_Wn"), _init(graph, rb[2 * hidden:], q + "bias_Rn")
         acc = n.one("Cast", [n.one("MatMulInteger", [xq, w_i, xz])], to=TensorProto.FLOAT)
         xw = n.one("Mul", [acc, n.one("Mul", [xs, sw_i])])
-        gx_z, gx_r, gx_n = n("Split", [xw, c["split_h"]], 3, axis=-1)
+        gx_zr, gx_n = n("Split", [xw, c["split_zr_n"]], 2, axis=-1)
         gx_n = n.one("Add", [gx_n, b_wn])  # x_n + b_in: the same sum for every step, formed once
-        steps = [n("Split", [g, c["split_t"]], seq, axis=0) for g in (gx_z, gx_r, gx_n)]
+        steps = [n("Split", [g, c["split_t"]], seq, axis=0) for g in (gx_zr, gx_n)]
         if ins[5]:
             h = n.one("Slice", [ins[5], _init(graph, np.asarray([k], np.int64), q + "h0_start"),
                                 _init(graph, np.asarray([k + 1], np.int64), q + "h0_end"), c["ax0"]])
@@ -152,10 +152,11 @@ def _gru_nodes(node: onnx.NodeProto, name: str, mods: list, graph: onnx.GraphPro
             hq, hs, hz = n("DynamicQuantizeLinear", [h], 3)
             racc = n.one("Cast", [n.one("MatMulInteger", [hq, r_i, hz])], to=TensorProto.FLOAT)
             rh = n.one("Mul", [racc, n.one("Mul", [hs, sr_i])])
-            gh_z, gh_r, gh_n = n("Split", [rh, c["split_h"]], 3, axis=-1)
-            z = act("Sigmoid", n.one("Add", [n.one("Add", [steps[0][t], gh_z]), b_z]))
-            r = act("Sigmoid", n.one("Add", [n.one("Add", [steps[1][t], gh_r]), b_r]))
-            hn = act("Tanh", n.one("Add", [steps[2][t], n.one("Mul", [r, n.one("Add", [gh_n, b_rn])])]))
+            gh_zr, gh_n = n("Split", [rh, c["split_zr_n"]], 2, axis=-1)
+            # z and r side by side (ONNX's z, r order): one Add, bias Add and sigmoid for both
+            zr = act("Sigmoid", n.one("Add", [n.one("Add", [steps[0][t], gh_zr]), b_zr]))
+            z, r = n("Split", [zr, c["split_z_r"]], 2, axis=-1)
+            hn = act("Tanh", n.one("Add", [steps[1][t], n.one("Mul", [r, n.one("Add", [gh_n, b_rn])])]))
             h = n.one("Add", [n.one("Mul", [n.one("Sub", [c["one"], z]), hn]), n.one("Mul", [z, h])])
             outs[t] = h
         ys.append(n.one("Unsqueeze", [n.one("Concat", outs, axis=0), c["ax1"]]))
