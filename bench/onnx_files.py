@@ -22,7 +22,7 @@ Weights are random (seed 0, no download), inputs standard normal; BatchNorm keep
 statistics.  Prints a markdown table.
 
     python bench/onnx_files.py [--models resnet18,mobilenet_v2] [--size 64] [--max-params 90e6] [--no-reference]
-                               [--perturb float64,reversed|none] [--results rows.jsonl] [--table]
+                               [--perturb float64,reversed|none] [--results rows.jsonl] [--table [--compact]]
 
 With ``--results`` the run is resumable: each model's row is appended to the file as one JSON
 line as soon as it is measured, and models already there (with the same reference setting) are
@@ -662,6 +662,57 @@ def table_row(r: Row) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+COMPACT_HEAD = [
+    "model",
+    "params (M)",
+    "s (reference s)",
+    "layer-wise vs reference",
+    "teacher-forced: differing codes (float64 layer = ours / = reference)",
+    "ours vs reference, end to end",
+    "reference vs itself: float64 · reversed · sequential",
+    "ours vs float64-sum reference",
+    "vs ORT: qdq u8 ; qdq s8 ; qoperator u8 ; qoperator s8",
+]
+
+
+def _short(value, digits: int = 1) -> str:
+    """An Agreement as 'identical % / steps', or why it is missing."""
+    if isinstance(value, Agreement):
+        return f"{100 * value.identical:.{digits}f} / {value.max_steps}"
+    return "—" if value is None else f"n/a ({str(value).split(':')[0]})"
+
+
+def compact_row(r: Row) -> str:
+    """One model's reference columns in a table narrow enough to read: each cell gives the u8
+    file, then the s8 file ('u8 ; s8'); agreements as identical % / largest difference in steps."""
+
+    def both(cell) -> str:
+        return " ; ".join(cell(r.int8[k]) for k in QDQ_KEYS)
+
+    def layers(c) -> str:
+        v = c.get("layers")
+        return _short(v[0], 4) + (f" ({v[3]} shapes differ)" if v[3] else "") if isinstance(v, tuple) else _short(v)
+
+    def forced(c) -> str:
+        v = c.get("forced")
+        if not isinstance(v, Forcing):
+            return _short(v)
+        return f"{v.differing} of {v.codes}" + (f" ({v.ours_exact} / {v.reference_exact})" if v.differing else "")
+
+    def itself(c) -> str:
+        cells = [c.get(f"self {kind}") for kind in PERTURBATIONS]
+        return " · ".join(_short(v.output) if isinstance(v, SelfCheck) else _short(v) for v in cells)
+
+    def vs_f64(c) -> str:
+        v = c.get("self float64")
+        return _short(v.ours) if isinstance(v, SelfCheck) else _short(v)
+
+    cells = [r.model, f"{r.params_m:.1f}", f"{r.seconds:.0f} ({r.reference_seconds:.0f})"]
+    cells += [both(layers), both(forced), both(lambda c: _short(c.get("ref"))), both(itself), both(vs_f64)]
+    cells.append(" ; ".join(_short(r.int8[k]["ort"]) for k in KEYS))
+    return "| " + " | ".join(cells) + " |"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", help="comma-separated torchvision names (default: all within --max-params)")
@@ -678,6 +729,7 @@ def main() -> None:
     )
     parser.add_argument("--results", type=Path, help="JSON-lines file: append each row, skip models already in it")
     parser.add_argument("--table", action="store_true", help="print the table of --results' rows and stop")
+    parser.add_argument("--compact", action="store_true", help="with --table: the reference columns only, narrow")
     args = parser.parse_args()
     from export.validate import probe_onnxruntime
 
@@ -691,6 +743,11 @@ def main() -> None:
             if text.strip():
                 record = json.loads(text)
                 done[record["model"]] = record
+    if args.table and args.compact:
+        print("| " + " | ".join(COMPACT_HEAD) + " |\n|" + "---|" * len(COMPACT_HEAD))
+        for record in done.values():
+            print(compact_row(row_from_json(record)) if "int8" in record else record["line"])
+        return
     if args.table:
         print(header(probe_onnxruntime().note(), args.size), flush=True)
         for record in done.values():
