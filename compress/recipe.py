@@ -279,8 +279,8 @@ STAGE_SCHEMAS: dict[str, dict[str, Field]] = {
     },
     "quantize": {
         "mode": Field((str,), "ptq", choices=QUANTIZE_MODES,
-                      help="ptq/qat: static int8 graph; dynamic: int8 Linear/LSTM/GRU with run-time activation scales; "
-                           "weight_only: 4/8-bit grouped Linear weights"),
+                      help="ptq/qat: static int8 graph; dynamic: int8 Linear/LSTM/GRU/RNN with run-time "
+                           "activation scales; weight_only: 4/8-bit grouped Linear weights"),
         "method": Field((str,), "minmax", choices=("minmax", "percentile", "kl", "mse")),
         "per_channel": Field((bool,), True),
         "weight_bits": Field((int,), 8, choices=STATIC_WEIGHT_BITS),

@@ -28,10 +28,10 @@ def _copy(model: nn.Module) -> nn.Module:
 def quantize_dynamic(model: nn.Module, *, skip: Iterable[str] = (), granularity: str = "per_tensor") -> nn.Module:
     """int8 weights per output channel, uint8 activations quantized at run time, per tensor
     (ONNX DynamicQuantizeLinear, what ONNX Runtime fuses) or ``granularity="per_token"`` (one
-    scale and zero point per row); no calibration data.  ``nn.LSTM`` / ``nn.GRU`` layers get
-    int8 W and R per gate row, with the input sequence and each step's hidden state quantized
-    per tensor at run time (ORT's DynamicQuantizeLSTM); ``nn.RNN`` is a named error unless in
-    ``skip``.  Export with :func:`export_dynamic`."""
+    scale and zero point per row); no calibration data.  ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``
+    layers get int8 W and R per gate row, with the input sequence and each step's hidden state
+    quantized per tensor at run time (ORT's DynamicQuantizeLSTM).  Export with
+    :func:`export_dynamic`."""
     from quant.dynamic import quantize_dynamic as convert
 
     return convert(_copy(model), skip=skip, granularity=granularity)
@@ -90,7 +90,7 @@ def export_dynamic(
     qmodel: nn.Module, path: str | os.PathLike, example_inputs: tuple | Mapping[str, torch.Tensor], **kwargs
 ) -> Path:
     """ONNX file with DynamicQuantizeLinear + MatMulInteger, LSTMs as com.microsoft DynamicQuantizeLSTM and
-    GRUs unrolled over the example's (static) sequence length (input_names, output_names, dynamic_axes, opset)."""
+    GRUs/RNNs unrolled over the example's (static) sequence length (input_names, output_names, dynamic_axes, opset)."""
     from export.dynamic import export_dynamic as export
 
     return export(qmodel, path, example_inputs, **kwargs)

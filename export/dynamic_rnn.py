@@ -1,7 +1,7 @@
-"""Export of dynamic int8 LSTM and GRU layers (quant.dynamic_rnn), rewritten from the float export.
+"""Export of dynamic int8 LSTM, GRU and RNN layers (quant.dynamic_rnn), rewritten from the float export.
 
-The float twin's nn.LSTM / nn.GRU is exported by torch.onnx as ONNX LSTM / GRU nodes, one per
-layer, W (dirs, 4H|3H, in) in ONNX's gate order; each node whose W[d] equals a quantized
+The float twin's nn.LSTM / nn.GRU / nn.RNN is exported by torch.onnx as ONNX LSTM / GRU / RNN nodes,
+one per layer, W (dirs, 4H|3H, in) in ONNX's gate order; each node whose W[d] equals a quantized
 module's dequantized weights (content match, gates reordered) is replaced:
 
 - **LSTM → com.microsoft DynamicQuantizeLSTM**, the node ONNX Runtime's own quantizer writes:
@@ -9,14 +9,15 @@ module's dequantized weights (content match, gates reordered) is replaced:
   W_scale / R_scale (dirs, 4H) fp32 per channel and int8 zero points 0 (ORT requires 0 for
   signed weights).  ORT quantizes X over the whole sequence and h_{t-1} per step, per tensor,
   which is what the simulation does.
-- **GRU → unrolled standard ops**, since ORT has no quantized GRU: the input product of all steps
+- **GRU and RNN → unrolled standard ops**, since ORT has no quantized GRU or RNN: the input product of all steps
   as one DynamicQuantizeLinear + MatMulInteger (+ Cast, Mul(s_x·s_W)), then per step
   DynamicQuantizeLinear(h) → MatMulInteger(R) → Cast → Mul and the gate arithmetic in the
   simulation's order, σ and tanh as Cast(double) → Sigmoid/Tanh → Cast(float) (the value every
   engine rounds alike).  Unrolled rather than a Loop/Scan body because the bundled runtime has
   no subgraph ops and ORT runs a flat graph without per-iteration session overhead; the price is
   a fixed sequence length (the exported one: the time axis is Split into ones, which fails on
-  any other length instead of computing a wrong answer) and a graph of 22 nodes per step.
+  any other length instead of computing a wrong answer) and a graph of 22 nodes per GRU step
+  (10 per RNN step: ``act((x_t + rh) + (Wb + Rb))``, Relu as is).
 """
 
 from __future__ import annotations
@@ -97,31 +98,39 @@ class _Nodes:
         return self(op, inputs, 1, **attrs)[0]
 
 
-def _gru_nodes(node: onnx.NodeProto, name: str, mods: list, graph: onnx.GraphProto,
-               seq: int) -> list[onnx.NodeProto]:
+def _unrolled_nodes(node: onnx.NodeProto, name: str, mods: list, graph: onnx.GraphProto,
+                    seq: int) -> list[onnx.NodeProto]:
+    """A GRU or RNN node as unrolled standard ops (module docstring)."""
+    kind = node.op_type
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    if attrs.get("linear_before_reset", 0) != 1 or attrs.get("layout", 0) != 0 or attrs.get("clip") is not None \
-            or attrs.get("activations"):
-        raise OnnxExportError(f"GRU node {node.name!r}: only torch's form (linear_before_reset=1, layout 0, default "
-                              "activations, no clip) is unrolled")
+    acts = [a.decode() if isinstance(a, bytes) else a for a in attrs.get("activations") or []]
+    torch_form = attrs.get("layout", 0) == 0 and attrs.get("clip") is None and (
+        (kind == "GRU" and attrs.get("linear_before_reset", 0) == 1 and not acts)
+        or (kind == "RNN" and len(set(acts)) <= 1 and set(acts) <= {"Tanh", "Relu"}))
+    if not torch_form:
+        raise OnnxExportError(f"{kind} node {node.name!r}: only torch's form (GRU: linear_before_reset=1; RNN: Tanh or "
+                              "Relu; layout 0, no clip) is unrolled")
     direction = attrs.get("direction", b"forward")
     direction = direction.decode() if isinstance(direction, bytes) else direction
     hidden = int(attrs["hidden_size"])
     ins = list(node.input) + [""] * (6 - len(node.input))
     if ins[4]:
-        raise OnnxExportError(f"GRU node {node.name!r} carries sequence_lens; the unrolled form runs full sequences")
+        raise OnnxExportError(f"{kind} node {node.name!r} carries sequence_lens; the unrolled form runs full sequences")
     p = f"{name}/l{mods[0][1]}/"
     n = _Nodes(p)
     c = {
         "one": _init(graph, np.asarray(1.0, np.float32), p + "one"),
-        "split_zr_n": _init(graph, np.asarray([2 * hidden, hidden], np.int64), p + "split_zr_n"),
-        "split_z_r": _init(graph, np.asarray([hidden, hidden], np.int64), p + "split_z_r"),
         "split_t": _init(graph, np.ones(seq, np.int64), p + "split_time"),
         "ax0": _init(graph, np.asarray([0], np.int64), p + "axis0"),
         "ax1": _init(graph, np.asarray([1], np.int64), p + "axis1"),
     }
+    if kind == "GRU":
+        c["split_zr_n"] = _init(graph, np.asarray([2 * hidden, hidden], np.int64), p + "split_zr_n")
+        c["split_z_r"] = _init(graph, np.asarray([hidden, hidden], np.int64), p + "split_z_r")
 
     def act(op: str, v: str) -> str:
+        if op == "Relu":  # exact in any precision
+            return n.one("Relu", [v])
         return n.one("Cast", [n.one(op, [n.one("Cast", [v], to=TensorProto.DOUBLE)])], to=TensorProto.FLOAT)
 
     xq, xs, xz = n("DynamicQuantizeLinear", [ins[0]], 3)
@@ -131,13 +140,17 @@ def _gru_nodes(node: onnx.NodeProto, name: str, mods: list, graph: onnx.GraphPro
         q = f"{p}d{d}/"
         w_i, sw_i = _init(graph, qw, q + "W_quant"), _init(graph, sw, q + "W_scale")
         r_i, sr_i = _init(graph, qr, q + "R_quant"), _init(graph, sr, q + "R_scale")
-        b_zr = _init(graph, (wb[: 2 * hidden] + rb[: 2 * hidden]).astype(np.float32), q + "bias_zr")  # Wb + Rb
-        b_wn, b_rn = _init(graph, wb[2 * hidden:], q + "bias_Wn"), _init(graph, rb[2 * hidden:], q + "bias_Rn")
         acc = n.one("Cast", [n.one("MatMulInteger", [xq, w_i, xz])], to=TensorProto.FLOAT)
         xw = n.one("Mul", [acc, n.one("Mul", [xs, sw_i])])
-        gx_zr, gx_n = n("Split", [xw, c["split_zr_n"]], 2, axis=-1)
-        gx_n = n.one("Add", [gx_n, b_wn])  # x_n + b_in: the same sum for every step, formed once
-        steps = [n("Split", [g, c["split_t"]], seq, axis=0) for g in (gx_zr, gx_n)]
+        if kind == "GRU":
+            b_zr = _init(graph, (wb[: 2 * hidden] + rb[: 2 * hidden]).astype(np.float32), q + "bias_zr")  # Wb + Rb
+            b_wn, b_rn = _init(graph, wb[2 * hidden:], q + "bias_Wn"), _init(graph, rb[2 * hidden:], q + "bias_Rn")
+            gx_zr, gx_n = n("Split", [xw, c["split_zr_n"]], 2, axis=-1)
+            gx_n = n.one("Add", [gx_n, b_wn])  # x_n + b_in: the same sum for every step, formed once
+            steps = [n("Split", [g, c["split_t"]], seq, axis=0) for g in (gx_zr, gx_n)]
+        else:
+            b = _init(graph, (wb + rb).astype(np.float32), q + "bias")  # Wb + Rb
+            steps = [n("Split", [xw, c["split_t"]], seq, axis=0)]
         if ins[5]:
             h = n.one("Slice", [ins[5], _init(graph, np.asarray([k], np.int64), q + "h0_start"),
                                 _init(graph, np.asarray([k + 1], np.int64), q + "h0_end"), c["ax0"]])
@@ -152,12 +165,15 @@ def _gru_nodes(node: onnx.NodeProto, name: str, mods: list, graph: onnx.GraphPro
             hq, hs, hz = n("DynamicQuantizeLinear", [h], 3)
             racc = n.one("Cast", [n.one("MatMulInteger", [hq, r_i, hz])], to=TensorProto.FLOAT)
             rh = n.one("Mul", [racc, n.one("Mul", [hs, sr_i])])
-            gh_zr, gh_n = n("Split", [rh, c["split_zr_n"]], 2, axis=-1)
-            # z and r side by side (ONNX's z, r order): one Add, bias Add and sigmoid for both
-            zr = act("Sigmoid", n.one("Add", [n.one("Add", [steps[0][t], gh_zr]), b_zr]))
-            z, r = n("Split", [zr, c["split_z_r"]], 2, axis=-1)
-            hn = act("Tanh", n.one("Add", [steps[1][t], n.one("Mul", [r, n.one("Add", [gh_n, b_rn])])]))
-            h = n.one("Add", [n.one("Mul", [n.one("Sub", [c["one"], z]), hn]), n.one("Mul", [z, h])])
+            if kind == "RNN":
+                h = act(acts[0] if acts else "Tanh", n.one("Add", [n.one("Add", [steps[0][t], rh]), b]))
+            else:
+                gh_zr, gh_n = n("Split", [rh, c["split_zr_n"]], 2, axis=-1)
+                # z and r side by side (ONNX's z, r order): one Add, bias Add and sigmoid for both
+                zr = act("Sigmoid", n.one("Add", [n.one("Add", [steps[0][t], gh_zr]), b_zr]))
+                z, r = n("Split", [zr, c["split_z_r"]], 2, axis=-1)
+                hn = act("Tanh", n.one("Add", [steps[1][t], n.one("Mul", [r, n.one("Add", [gh_n, b_rn])])]))
+                h = n.one("Add", [n.one("Mul", [n.one("Sub", [c["one"], z]), hn]), n.one("Mul", [z, h])])
             outs[t] = h
         ys.append(n.one("Unsqueeze", [n.one("Concat", outs, axis=0), c["ax1"]]))
         finals.append(h)
@@ -175,7 +191,7 @@ def _sequence_length(inferred: onnx.ModelProto, x: str, where: str) -> int:
             dim = v.type.tensor_type.shape.dim[0]
             if dim.HasField("dim_value"):
                 return int(dim.dim_value)
-    raise OnnxExportError(f"{where}: the unrolled dynamic int8 GRU needs a static sequence length; the exported "
+    raise OnnxExportError(f"{where}: the unrolled dynamic int8 GRU/RNN needs a static sequence length; the exported "
                           "graph's time axis is dynamic (leave it out of dynamic_axes)")
 
 
@@ -187,7 +203,7 @@ def rewrite_recurrent(model: onnx.ModelProto, found: dict[str, tuple[str, _Dynam
     # before any rewrite (plain ONNX ops only); data propagation resolves Shape -> Reshape chains
     inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     done: set[str] = set()
-    for node in [nd for nd in graph.node if nd.op_type in ("LSTM", "GRU") and nd.domain in ("", "ai.onnx")]:
+    for node in [nd for nd in graph.node if nd.op_type in ("LSTM", "GRU", "RNN") and nd.domain in ("", "ai.onnx")]:
         if node.input[1] not in inits:
             continue
         w = numpy_helper.to_array(inits[node.input[1]])
@@ -204,7 +220,7 @@ def rewrite_recurrent(model: onnx.ModelProto, found: dict[str, tuple[str, _Dynam
         if node.op_type == "LSTM":
             new = _lstm_node(node, name, mods, graph)
         else:
-            new = _gru_nodes(node, name, mods, graph, _sequence_length(inferred, node.input[0], where))
+            new = _unrolled_nodes(node, name, mods, graph, _sequence_length(inferred, node.input[0], where))
         index = list(graph.node).index(node)
         graph.node.remove(node)
         for offset, nd in enumerate(new):

@@ -13,10 +13,9 @@ MatMulInteger → Cast → Mul(s_x·s_w) → Add(bias) (per token: MatMulInteger
 ``− z_row·colsum(W)`` in int32, Cast, Mul(s_row·s_w)): an exact integer accumulator, converted
 to fp32 and multiplied by the fp32 product of the scales.  No calibration data is needed.
 
-``nn.LSTM`` and ``nn.GRU`` become :class:`quant.dynamic_rnn.DynamicLSTM` / ``DynamicGRU`` (int8 W
-and R per gate row, X and each step's hidden state quantized at run time, exact integer
-products, gate arithmetic in fp32); ``nn.RNN`` has no dynamic form here and is refused, named,
-unless the caller keeps it float on purpose by listing it in ``skip``.
+``nn.LSTM``, ``nn.GRU`` and ``nn.RNN`` become :class:`quant.dynamic_rnn.DynamicLSTM` / ``DynamicGRU``
+/ ``DynamicRNN`` (int8 W and R per gate row, X and each step's hidden state quantized at run
+time, exact integer products, gate arithmetic in fp32).
 """
 
 from __future__ import annotations
@@ -119,10 +118,11 @@ class DynamicLinear(nn.Module):
 
 def quantize_dynamic(model: nn.Module, *, skip: Iterable[str] = (), granularity: str = "per_tensor") -> nn.Module:
     """Replaces every Linear-like module by a :class:`DynamicLinear` and every ``nn.LSTM`` /
-    ``nn.GRU`` by a :class:`quant.dynamic_rnn.DynamicLSTM` / ``DynamicGRU`` (in place); returns
+    ``nn.GRU`` / ``nn.RNN`` by a :class:`quant.dynamic_rnn.DynamicLSTM` / ``DynamicGRU`` /
+    ``DynamicRNN`` (in place); returns
     ``model``.  The recurrences quantize their activations per tensor whatever ``granularity``
     says (the form ORT's DynamicQuantizeLSTM computes)."""
-    from quant.dynamic_rnn import UNSUPPORTED_RNN, dynamic_rnn_class
+    from quant.dynamic_rnn import dynamic_rnn_class
 
     if granularity not in GRANULARITIES:
         raise QuantError(f"dynamic granularity must be one of {list(GRANULARITIES)}, got {granularity!r}")
@@ -132,12 +132,8 @@ def quantize_dynamic(model: nn.Module, *, skip: Iterable[str] = (), granularity:
         raise QuantError(f"skip names unknown modules {unknown}")
     names = [n for n, m in modules.items() if is_linear_like(m) and n not in skip]
     recurrent = [n for n, m in modules.items() if dynamic_rnn_class(m) is not None and n not in skip]
-    refused = [n for n, m in modules.items() if isinstance(m, UNSUPPORTED_RNN) and n not in skip]
-    if refused:
-        raise QuantError(f"dynamic int8 has no integer form for RNN layers {refused} (LSTM and GRU have one); "
-                         f"pass skip={refused} to keep them float and quantize the other layers")
     if not names and not recurrent:
-        raise QuantError(f"{type(model).__name__} has no Linear, LSTM or GRU layers to quantize dynamically")
+        raise QuantError(f"{type(model).__name__} has no Linear, LSTM, GRU or RNN layers to quantize dynamically")
     for name in names:
         module = modules[name]
         set_module(model, name, DynamicLinear(linear_weight(module), module.bias, granularity))

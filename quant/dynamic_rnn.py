@@ -1,4 +1,4 @@
-"""Dynamic int8 LSTM and GRU: what torch.ao's dynamic LSTM and ONNX Runtime's quantizer do.
+"""Dynamic int8 LSTM, GRU and RNN: what torch.ao's dynamic LSTM and ONNX Runtime's quantizer do.
 
 W (input weights) and R (recurrent weights) of every gate are int8, symmetric, one scale per
 output row (``quant.dynamic.int8_per_channel``), fixed at conversion.  At run time the layer's
@@ -15,6 +15,7 @@ The simulation computes exactly what the exported file computes in the bundled r
 - GRU (ONNX GRU with linear_before_reset=1, torch's form): ``r = σ((x_r + h_r) + (b_ir + b_hr))``,
   ``z = σ((x_z + h_z) + (b_iz + b_hz))``, ``n = tanh((x_n + b_in) + r·(h_n + b_hn))``,
   ``h = (1 - z)·n + z·h_prev``;
+- RNN: ``h = act((xw_t + rh) + (b_ih + b_hh))``, act tanh or relu;
 
 each fp32 operation rounded in that order, and σ / tanh evaluated in float64 and rounded once
 to fp32 (``σ(v) = 1 / (1 + exp(-v))``), so the runtime's numpy and this torch code agree to the
@@ -35,8 +36,8 @@ from torch import nn
 from quant.dynamic import dynamic_product, int8_per_channel
 from quant.errors import QuantError
 
-# torch's gate order -> ONNX's: LSTM (i, f, g, o) -> (i, o, f, c); GRU (r, z, n) -> (z, r, h)
-ONNX_GATE_ORDER = {"LSTM": (0, 3, 1, 2), "GRU": (1, 0, 2)}
+# torch's gate order -> ONNX's: LSTM (i, f, g, o) -> (i, o, f, c); GRU (r, z, n) -> (z, r, h); RNN one gate
+ONNX_GATE_ORDER = {"LSTM": (0, 3, 1, 2), "GRU": (1, 0, 2), "RNN": (0,)}
 
 
 def sigmoid_f64(v: torch.Tensor) -> torch.Tensor:
@@ -63,7 +64,7 @@ class _DynamicRecurrent(nn.Module, abc.ABC):
     kind = ""
     gates = 0
 
-    def __init__(self, rnn: nn.LSTM | nn.GRU) -> None:
+    def __init__(self, rnn: nn.LSTM | nn.GRU | nn.RNN) -> None:
         super().__init__()
         if getattr(rnn, "proj_size", 0):
             raise QuantError(f"dynamic int8 {self.kind}: proj_size={rnn.proj_size} (LSTM projections) is not supported")
@@ -93,10 +94,14 @@ class _DynamicRecurrent(nn.Module, abc.ABC):
         qi, si, qh, sh, _, _ = self._params(layer, d)
         return qi.float() * si[:, None], qh.float() * sh[:, None]
 
-    def float_twin(self) -> nn.LSTM | nn.GRU:
+    def _twin_kwargs(self) -> dict:
+        return {}
+
+    def float_twin(self) -> nn.LSTM | nn.GRU | nn.RNN:
         """The float nn.LSTM / nn.GRU over the dequantized weights (what torch.onnx exports)."""
         rnn = getattr(nn, self.kind)(self.input_size, self.hidden_size, num_layers=self.num_layers, bias=self.bias,
-                                     batch_first=self.batch_first, bidirectional=self.bidirectional)
+                                     batch_first=self.batch_first, bidirectional=self.bidirectional,
+                                     **self._twin_kwargs())
         with torch.no_grad():
             for layer in range(self.num_layers):
                 for d in range(self.dirs):
@@ -188,8 +193,32 @@ class DynamicGRU(_DynamicRecurrent):
         return y, h
 
 
-DYNAMIC_RNN: dict[type, type[_DynamicRecurrent]] = {nn.LSTM: DynamicLSTM, nn.GRU: DynamicGRU}
-UNSUPPORTED_RNN = (nn.RNN,)
+class DynamicRNN(_DynamicRecurrent):
+    """nn.RNN (tanh or relu) with int8 W/R and run-time quantized X and h:
+    ``h = act((xw_t + rh) + fp32(b_ih + b_hh))``, tanh in float64 rounded to fp32."""
+
+    kind, gates = "RNN", 1
+
+    def __init__(self, rnn: nn.RNN) -> None:
+        super().__init__(rnn)
+        self.nonlinearity = rnn.nonlinearity
+
+    def _twin_kwargs(self) -> dict:
+        return {"nonlinearity": self.nonlinearity}
+
+    def _step(self, xw_t, states, rh, b_ih, b_hh):
+        pre = (xw_t + rh) + (b_ih + b_hh)
+        return [tanh_f64(pre) if self.nonlinearity == "tanh" else torch.relu(pre)]
+
+    def forward(self, x: torch.Tensor, hx: torch.Tensor | None = None):
+        y, (h,) = self._run(x, [hx])
+        return y, h
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, nonlinearity={self.nonlinearity}"
+
+
+DYNAMIC_RNN: dict[type, type[_DynamicRecurrent]] = {nn.LSTM: DynamicLSTM, nn.GRU: DynamicGRU, nn.RNN: DynamicRNN}
 
 
 def dynamic_rnn_class(module: nn.Module) -> type[_DynamicRecurrent] | None:

@@ -1,4 +1,4 @@
-"""Dynamic int8 LSTM / GRU: the simulation is what the exported file computes in the bundled
+"""Dynamic int8 LSTM / GRU / RNN: the simulation is what the exported file computes in the bundled
 runtime (bit for bit), ONNX Runtime runs the same file to float rounding, and the runtime's
 DynamicQuantizeLSTM also runs the file ORT's own quantizer writes."""
 
@@ -14,7 +14,7 @@ import compress
 import runtime
 from export.weight_only import export_float_model
 from quant.dynamic import DynamicLinear
-from quant.dynamic_rnn import DynamicGRU, DynamicLSTM
+from quant.dynamic_rnn import DynamicGRU, DynamicLSTM, DynamicRNN
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -22,9 +22,10 @@ ort = pytest.importorskip("onnxruntime")
 class Seq(nn.Module):
     """The recurrence alone, all of its outputs returned."""
 
-    def __init__(self, kind, layers, bidirectional, batch_first, bias):
+    def __init__(self, kind, layers, bidirectional, batch_first, bias, **kwargs):
         super().__init__()
-        self.rnn = kind(6, 12, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first, bias=bias)
+        self.rnn = kind(6, 12, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first, bias=bias,
+                        **kwargs)
 
     def forward(self, x):
         y, state = self.rnn(x)
@@ -129,13 +130,29 @@ def test_lstm_gru_and_linear_in_one_model_and_skip_keeps_float(tmp_path):
                                sim, atol=1e-5)
 
 
-def test_plain_rnn_is_a_named_error_unless_skipped():
-    model = nn.Sequential(nn.Linear(4, 8))
-    model.add_module("cell", nn.RNN(8, 8))
-    with pytest.raises(compress.QuantizationError, match=r"RNN layers \['cell'\].*skip="):
-        compress.quantize_dynamic(model)
-    q = compress.quantize_dynamic(model, skip=["cell"])
-    assert isinstance(q.cell, nn.RNN) and isinstance(q[0], DynamicLinear)
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_plain_rnn_unrolled(tmp_path, nonlinearity):
+    torch.manual_seed(4)
+    model = Seq(nn.RNN, 2, True, True, True, nonlinearity=nonlinearity).eval()
+    q = compress.quantize_dynamic(model)
+    assert isinstance(q.rnn, DynamicRNN) and q.rnn.nonlinearity == nonlinearity
+    x = torch.randn(3, 8, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = compress.export_dynamic(q, tmp_path / "rnn.onnx", (x,), output_names=["y", "h"],
+                                       dynamic_axes={"input": {0: "batch"}, "y": {0: "batch"}, "h": {1: "batch"}})
+    assert not {n.op_type for n in onnx.load(str(path)).graph.node} & {"RNN"}
+    with torch.no_grad():
+        sim = [t.numpy() for t in q(x)]
+        ref = [t.numpy() for t in model(x)]
+    assert 1e-5 < max(float(np.abs(a - b).max()) for a, b in zip(sim, ref, strict=True)) < 0.05
+    ours = runtime.InferenceSession(str(path), threads=1).run(None, {"input": x.numpy()})
+    for a, b in zip(ours, sim, strict=True):
+        assert np.array_equal(a, b)
+    for a, b in zip(_ort(path, {"input": x.numpy()}), sim, strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-5)
+    kept = compress.quantize_dynamic(nn.Sequential(nn.Linear(4, 8), nn.RNN(8, 8)), skip=["1"])
+    assert isinstance(kept[1], nn.RNN) and isinstance(kept[0], DynamicLinear)
 
 
 def test_runtime_runs_the_file_ort_quantizer_writes(tmp_path):
