@@ -289,6 +289,21 @@ def qadd(a: np.ndarray, b: np.ndarray, params: AddParams, path: str | None = Non
     return out
 
 
+def quantize_f32(x: np.ndarray, scale: float, zero_point: int, dtype, path: str | None = None) -> np.ndarray:
+    """QuantizeLinear of float32 ``x`` with one scale into uint8/int8, in one C pass with
+    ``runtime.qmath.quantize``'s arithmetic (fp32 ``x / scale``, round half to even, ``+ zero_point``,
+    saturate; NaN gives 0 as numpy's cast does): numpy's six passes cost more than the stem conv."""
+    dtype = np.dtype(dtype)
+    if x.dtype != np.float32 or dtype not in (np.uint8, np.int8):
+        raise InferenceError(f"quantize_f32 maps float32 to uint8/int8, got {x.dtype} to {dtype}")
+    x = np.ascontiguousarray(x)
+    out = np.empty(x.shape, dtype)
+    info = np.iinfo(dtype)
+    call(_kernels.quantize_f32, x, out, out.size, float(np.float32(scale)), int(zero_point), int(info.min),
+         int(info.max), int(dtype == np.int8), resolve_path(path))
+    return out
+
+
 def maxpool_nhwc(x: np.ndarray, geom: ConvGeometry, threads: int = 1) -> np.ndarray:
     """NHWC uint8/int8 max pooling (padding never wins, as with ONNX's -inf padding)."""
     if x.dtype not in (np.uint8, np.int8) or x.ndim != 4:

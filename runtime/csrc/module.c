@@ -547,6 +547,36 @@ static PyObject *py_qadd(PyObject *self, PyObject *args) {
     return ret;
 }
 
+static PyObject *py_quantize_f32(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer x, y;
+    int64_t n;
+    float scale;
+    int zp, lo, hi, is_signed, path;
+    if (!PyArg_ParseTuple(args, "y*w*Lfiiiii", &x, &y, &n, &scale, &zp, &lo, &hi, &is_signed, &path)) return NULL;
+    PyObject *ret = NULL;
+    const int lo_min = is_signed ? -128 : 0, hi_max = is_signed ? 127 : 255;
+    if (n < 0 || (int64_t)y.len < n || (int64_t)(x.len / (Py_ssize_t)sizeof(float)) < n) {
+        PyErr_Format(PyExc_ValueError, "quantize_f32: buffers (%zd, %zd bytes) do not hold %lld elements", x.len, y.len,
+                     (long long)n);
+    } else if (check_path("quantize_f32", path) < 0) {
+    } else if (lo < lo_min || hi > hi_max || lo > hi || zp < lo || zp > hi) {
+        /* Any scale is fine: x / scale is IEEE in both builds, as in numpy (0 and inf included). */
+        PyErr_SetString(PyExc_ValueError, "quantize_f32: zero point or bounds outside the 8-bit range");
+    } else {
+#if defined(COMPRESS_X86)
+        const quantize_fn run = path == PATH_PORTABLE ? quantize_f32_portable : quantize_f32_fma;
+#else
+        const quantize_fn run = quantize_f32_portable;
+#endif
+        Py_BEGIN_ALLOW_THREADS run(x.buf, y.buf, n, scale, zp, lo, hi, is_signed);
+        Py_END_ALLOW_THREADS ret = Py_NewRef(Py_None);
+    }
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&y);
+    return ret;
+}
+
 static PyObject *py_maxpool(PyObject *self, PyObject *args) {
     (void)self;
     Py_buffer x, out;
@@ -649,6 +679,9 @@ static PyMethodDef methods[] = {
     {"qdepthwise", py_qdepthwise, METH_VARARGS,
      "qdepthwise(x, batch, h, w, c, weights, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, zx, bias, mult, zy, lo, hi, out,"
      " threads, path): NHWC uint8 depthwise convolution, weights a DepthwiseWeights or (kh*kw, c) int8"},
+    {"quantize_f32", py_quantize_f32, METH_VARARGS,
+     "quantize_f32(x, y, n, scale, zp, lo, hi, is_signed, path): QuantizeLinear of float32 x with one scale into"
+     " uint8/int8 y (the numpy arithmetic: fp32 x / scale, round half to even, + zp, saturate; NaN -> 0)"},
     {"qadd", py_qadd, METH_VARARGS,
      "qadd(a, b, y, n, ratio_a, ratio_b, offset, lo, hi, is_signed, path): quantized add;"
      " a or b of one byte broadcasts"},

@@ -23,4 +23,14 @@ typedef void (*qadd_fn)(const void *a, int64_t a_step, const void *b, int64_t b_
 void qadd_portable(const void *, int64_t, const void *, int64_t, void *, int64_t, const qadd_params *);
 void qadd_fma(const void *, int64_t, const void *, int64_t, void *, int64_t, const qadd_params *);
 
+/* QuantizeLinear of fp32 x with one scale, as runtime/qmath.py's quantize computes it:
+ * y[i] = saturate(round_half_even(x[i] / scale) + zp) into [lo, hi] (the code type's range), the
+ * fp32 division itself (not a reciprocal multiply); NaN gives 0, as numpy's cast does on x86.
+ * One pass instead of numpy's six (the model's input: 150528 values for 3x224x224). */
+typedef void (*quantize_fn)(const float *x, void *y, int64_t n, float scale, int32_t zp, int32_t lo, int32_t hi,
+                            int is_signed);
+
+void quantize_f32_portable(const float *, void *, int64_t, float, int32_t, int32_t, int32_t, int);
+void quantize_f32_fma(const float *, void *, int64_t, float, int32_t, int32_t, int32_t, int);
+
 #endif

@@ -29,7 +29,13 @@ def qlinear_global_average_pool(node, graph, opts):
 
     def run(x, *_):
         n = x.shape[axes[0]] * x.shape[axes[1]]
-        acc = x.sum(axis=axes, dtype=np.int64, keepdims=True) - n * int(zx)
+        # The pixels on one axis (a view) and int32 sums while n * 255 fits: a reduction over one
+        # axis at the narrowest exact width is several times faster than over two in int64.
+        keep = list(x.shape)
+        keep[axes[0]] = keep[axes[1]] = 1
+        flat = x.reshape(x.shape[0], n, -1) if axes == (1, 2) else x.reshape(x.shape[0], x.shape[1], n)
+        acc = flat.sum(axis=1 if axes == (1, 2) else 2, dtype=np.int32 if n < 2**23 else np.int64).reshape(keep)
+        acc = acc - n * int(zx)
         scale = np.float32(sx) / (np.float32(sy) * np.float32(n))
         return [_requantize(acc, scale, int(zy), zy.dtype)]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
+from runtime import kernels
 from runtime.errors import InferenceError
 from runtime.ops.registry import register
 from runtime.qmath import QRANGE, quantize
@@ -37,6 +38,10 @@ def quantize_linear(node, graph, opts):
         else:
             dtype = np.dtype(helper.tensor_dtype_to_np_dtype(out_type)) if out_type else np.dtype(np.uint8)
         check_code_type(dtype, where)
+        if not block and x.dtype == np.float32 and scale.size == 1 and dtype in (np.uint8, np.int8):
+            # A model's input: one C pass, the same arithmetic as qmath.quantize.
+            z = 0 if zero_point is None else int(zero_point.reshape(-1)[0])
+            return [kernels.quantize_f32(x, scale.reshape(-1)[0], z, dtype, opts.isa)]
         if not block:
             return [quantize(x, scale, zero_point, axis, dtype)]
         s, z = expand_blocks(x, scale, zero_point, axis, block)

@@ -398,3 +398,31 @@ def test_work_threshold_keeps_small_calls_on_one_thread_and_results_identical():
             kernels.min_work_per_thread(0)
     finally:
         kernels.min_work_per_thread(*split)
+
+
+@FAST
+@given(
+    seed=st.integers(0, 2**16),
+    n=st.integers(0, 200),
+    signed=st.booleans(),
+    scale=st.sampled_from([1e-40, 1e-3, 0.0173, 0.5, 1.0, 7.0, 1e3]),
+)
+def test_quantize_f32_equals_the_numpy_quantize_on_every_path(seed, n, signed, scale):
+    # The model input's QuantizeLinear in C: numpy's arithmetic bit for bit, ties (x / s exactly
+    # k + 0.5), NaN (-> 0), infinities and values far outside the range included.
+    from runtime.qmath import quantize
+
+    rng = np.random.default_rng(seed)
+    dtype = np.int8 if signed else np.uint8
+    info = np.iinfo(dtype)
+    z = int(rng.integers(info.min, info.max + 1))
+    s = np.float32(scale)
+    x = (rng.standard_normal(n) * 200 * s).astype(np.float32)
+    ties = (rng.integers(-300, 300, n) + 0.5).astype(np.float32) * s
+    x = np.where(rng.random(n) < 0.3, ties, x).astype(np.float32)
+    special = np.array([np.nan, np.inf, -np.inf, 3e38, -3e38, 0.0, -0.0], np.float32)
+    x[: min(n, special.size)] = special[: min(n, special.size)]
+    with np.errstate(all="ignore"):
+        expected = quantize(x, np.array(s), np.array(z, dtype), 1, dtype)
+    for path in PATHS:
+        np.testing.assert_array_equal(kernels.quantize_f32(x, s, z, dtype, path), expected, path)
