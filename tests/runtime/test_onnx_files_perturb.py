@@ -150,8 +150,9 @@ def test_self_check_reports_the_code_a_conformant_summation_order_moves(tmp_path
     # the textbook float32 loop adds 2^-25 to 0.5 first: a tie, kept at 0.5, then 2^-26 is lost too
     textbook = reference_codes(path, x, "sequential")
     assert textbook["yq"].item() == 0
-    # float64 rounds 0.5 + 3 * 2^-26 once, to 0.5 + 2^-24: above the tie
+    # float64 rounds 0.5 + 3 * 2^-26 once, to 0.5 + 2^-24: above the tie; so does the exact stretch
     assert reference_codes(path, x, "float64")["yq"].item() == 1
+    assert reference_codes(path, x, "exact")["yq"].item() == 1
     step = output_step(path)
     assert step == 1.0
     ours = np.array([[1.0]], dtype=np.float32)  # a runtime that rounds the exact sum
