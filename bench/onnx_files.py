@@ -671,6 +671,7 @@ def table_row(r: Row) -> str:
 COMPACT_HEAD = [
     "model",
     "params (M)",
+    "fp32 rel. err vs ORT",
     "s (reference s)",
     "layer-wise vs reference",
     "teacher-forced: differing codes (float64 layer = ours / = reference)",
@@ -713,7 +714,7 @@ def compact_row(r: Row) -> str:
         cells = [c.get(f"self {kind}") for kind in PERTURBATIONS]
         return " · ".join(_short(v.ours) if isinstance(v, SelfCheck) else _short(v) for v in cells)
 
-    cells = [r.model, f"{r.params_m:.1f}", f"{r.seconds:.0f} ({r.reference_seconds:.0f})"]
+    cells = [r.model, f"{r.params_m:.1f}", f"{r.fp32_rel:.1e}", f"{r.seconds:.0f} ({r.reference_seconds:.0f})"]
     cells += [both(layers), both(forced), both(lambda c: _short(c.get("ref"))), both(itself), both(vs_ours)]
     cells.append(" ; ".join(_short(r.int8[k]["ort"]) for k in KEYS))
     return "| " + " | ".join(cells) + " |"
