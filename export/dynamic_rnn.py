@@ -66,8 +66,7 @@ def _weights(module: _DynamicRecurrent, layer: int, d: int) -> tuple[np.ndarray,
             to_onnx_gates(b_ih, g).numpy().astype(np.float32), to_onnx_gates(b_hh, g).numpy().astype(np.float32))
 
 
-def _lstm_node(node: onnx.NodeProto, name: str, mods: list, graph: onnx.GraphProto) -> list[onnx.NodeProto]:
-    p = f"{name}/l{mods[0][1]}/"
+def _lstm_node(node: onnx.NodeProto, p: str, mods: list, graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     parts = [_weights(m, layer, d) for m, layer, d in mods]
     w = _init(graph, np.stack([q[0] for q in parts]), p + "W_quant")
     r = _init(graph, np.stack([q[2] for q in parts]), p + "R_quant")
@@ -98,9 +97,9 @@ class _Nodes:
         return self(op, inputs, 1, **attrs)[0]
 
 
-def _unrolled_nodes(node: onnx.NodeProto, name: str, mods: list, graph: onnx.GraphProto,
+def _unrolled_nodes(node: onnx.NodeProto, p: str, mods: list, graph: onnx.GraphProto,
                     seq: int) -> list[onnx.NodeProto]:
-    """A GRU or RNN node as unrolled standard ops (module docstring)."""
+    """A GRU or RNN node as unrolled standard ops (module docstring); ``p`` prefixes every name."""
     kind = node.op_type
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     acts = [a.decode() if isinstance(a, bytes) else a for a in attrs.get("activations") or []]
@@ -116,7 +115,6 @@ def _unrolled_nodes(node: onnx.NodeProto, name: str, mods: list, graph: onnx.Gra
     ins = list(node.input) + [""] * (6 - len(node.input))
     if ins[4]:
         raise OnnxExportError(f"{kind} node {node.name!r} carries sequence_lens; the unrolled form runs full sequences")
-    p = f"{name}/l{mods[0][1]}/"
     n = _Nodes(p)
     c = {
         "one": _init(graph, np.asarray(1.0, np.float32), p + "one"),
@@ -203,10 +201,15 @@ def rewrite_recurrent(model: onnx.ModelProto, found: dict[str, tuple[str, _Dynam
     # before any rewrite (plain ONNX ops only); data propagation resolves Shape -> Reshape chains
     inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     done: set[str] = set()
+    calls: dict[tuple[str, int], int] = {}
+    alias = {nd.output[0]: nd.input[0] for nd in graph.node if nd.op_type == "Identity"}
     for node in [nd for nd in graph.node if nd.op_type in ("LSTM", "GRU", "RNN") and nd.domain in ("", "ai.onnx")]:
-        if node.input[1] not in inits:
+        w_name = node.input[1]
+        while w_name in alias:  # torch.onnx shares a weight used twice through Identity nodes
+            w_name = alias[w_name]
+        if w_name not in inits:
             continue
-        w = numpy_helper.to_array(inits[node.input[1]])
+        w = numpy_helper.to_array(inits[w_name])
         hits = [found.get(weight_key(w[d])) for d in range(w.shape[0])]
         if not any(hits):
             continue
@@ -217,10 +220,12 @@ def rewrite_recurrent(model: onnx.ModelProto, found: dict[str, tuple[str, _Dynam
         if module.kind != node.op_type:
             raise OnnxExportError(f"{where} carries the weights of {module.kind} '{name}'")
         mods = [(h[1], h[2], h[3]) for h in hits]
+        calls[(name, hits[0][2])] = k = calls.get((name, hits[0][2]), 0) + 1  # a module called more than once
+        prefix = f"{name}/l{hits[0][2]}/" + (f"call{k}/" if k > 1 else "")
         if node.op_type == "LSTM":
-            new = _lstm_node(node, name, mods, graph)
+            new = _lstm_node(node, prefix, mods, graph)
         else:
-            new = _unrolled_nodes(node, name, mods, graph, _sequence_length(inferred, node.input[0], where))
+            new = _unrolled_nodes(node, prefix, mods, graph, _sequence_length(inferred, node.input[0], where))
         index = list(graph.node).index(node)
         graph.node.remove(node)
         for offset, nd in enumerate(new):

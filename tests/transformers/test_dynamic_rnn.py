@@ -175,3 +175,31 @@ def test_runtime_runs_the_file_ort_quantizer_writes(tmp_path):
         ours = runtime.InferenceSession(str(out), threads=1).run(None, {"input": x.numpy()})
         for a, b in zip(ours, _ort(out, {"input": x.numpy()}), strict=True):
             np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+class TwiceWithState(nn.Module):
+    """One LSTM applied twice (two nodes, one set of weights), the caller's initial state on the first call."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(6, 6, batch_first=True)
+
+    def forward(self, x, h0, c0):
+        y, state = self.rnn(x, (h0, c0))
+        return self.rnn(y, state)[0]
+
+
+def test_shared_module_and_initial_state(tmp_path):
+    torch.manual_seed(5)
+    q = compress.quantize_dynamic(TwiceWithState().eval())
+    feeds = {"x": torch.randn(2, 7, 6), "h0": torch.randn(1, 2, 6), "c0": torch.randn(1, 2, 6)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = compress.export_dynamic(q, tmp_path / "twice.onnx", feeds,
+                                       dynamic_axes={"x": {0: "b"}, "h0": {1: "b"}, "c0": {1: "b"}})
+    assert [n.op_type for n in onnx.load(str(path)).graph.node].count("DynamicQuantizeLSTM") == 2
+    with torch.no_grad():
+        sim = q(**feeds).numpy()
+    np_feeds = {k: v.numpy() for k, v in feeds.items()}
+    assert np.array_equal(runtime.InferenceSession(str(path), threads=1).run(None, np_feeds)[0], sim)
+    np.testing.assert_allclose(_ort(path, np_feeds)[0], sim, atol=2e-5)
