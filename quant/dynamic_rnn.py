@@ -20,8 +20,9 @@ The simulation computes exactly what the exported file computes in the bundled r
 each fp32 operation rounded in that order, and σ / tanh evaluated in float64 and rounded once
 to fp32 (``σ(v) = 1 / (1 + exp(-v))``), so the runtime's numpy and this torch code agree to the
 bit: an ulp of difference in h would move a code of the next step's quantized h.  ONNX
-Runtime runs the same integer products but MLAS's approximate σ/tanh (and FMAs), so it
-differs by float rounding, not by quantization.
+Runtime runs the same integer products but MLAS's approximate σ/tanh in DynamicQuantizeLSTM
+(≤ 2e-5 a step; over long sequences they move some codes of h); the unrolled GRU / RNN files
+run in ORT to the same bits.
 
 Packed sequences and LSTM projections (``proj_size``) are refused, named.
 """

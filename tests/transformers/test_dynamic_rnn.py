@@ -70,7 +70,7 @@ def test_runtime_is_the_simulation_and_ort_agrees(tmp_path, kind, layers, bidire
         for a, b in zip(ours, sim, strict=True):
             assert np.array_equal(a, b)  # same codes, same accumulators, same fp32 operations in order
         theirs = _ort(path, {"input": batch.numpy()})
-        for a, b in zip(theirs, sim, strict=True):  # MLAS's approximate sigmoid/tanh and FMAs only
+        for a, b in zip(theirs, sim, strict=True):  # MLAS's approximate sigmoid/tanh only
             np.testing.assert_allclose(a, b, atol=2e-5)
 
 
