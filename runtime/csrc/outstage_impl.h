@@ -55,17 +55,16 @@ void OUTPUT_NAME(const int32_t *c, int64_t ldc, int64_t rows, int64_t cols, int6
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 #include <immintrin.h>
 
-/* The loop's body on 16 columns held in acc, up to the int32 value before the byte store:
- * lanes outside mask read no bias or multiplier.  flo/fhi/zy are the stage's constants
- * broadcast. */
-static inline __attribute__((always_inline)) __m512i outstage_zmm_value(__m512i acc, const int32_t *bias,
-                                                                        const float *mult, __mmask16 mask,
-                                                                        __m512 flo, __m512 fhi, __m512i zy) {
+/* The loop's body from the int32 sum acc + bias (v) on, up to the int32 value before the byte
+ * store: lanes outside mask read no multiplier.  flo/fhi/zy are the stage's constants broadcast.
+ * A micro-kernel that starts its accumulators at the bias (a wrapping add either way) enters
+ * here; the others through outstage_zmm_value. */
+static inline __attribute__((always_inline)) __m512i outstage_zmm_scaled(__m512i v, const float *mult, __mmask16 mask,
+                                                                         __m512 flo, __m512 fhi, __m512i zy) {
     const __m512 magic = _mm512_set1_ps(12582912.0f); /* 1.5 * 2^23 */
     /* Masked loads only where needed: they are slower than plain ones on Zen 4. */
-    const int full = mask == 0xFFFF;
-    const __m512i v = _mm512_add_epi32(acc, full ? _mm512_loadu_si512(bias) : _mm512_maskz_loadu_epi32(mask, bias));
-    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), full ? _mm512_loadu_ps(mult) : _mm512_maskz_loadu_ps(mask, mult));
+    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v),
+                             mask == 0xFFFF ? _mm512_loadu_ps(mult) : _mm512_maskz_loadu_ps(mask, mult));
     f = _mm512_max_ps(f, flo); /* f < flo ? flo : f (equal values are equal) */
     f = _mm512_min_ps(f, fhi); /* f > fhi ? fhi : f */
     /* (f + magic) - magic converted is read off the sum's bits (OUTSTAGE_MAGIC_BITS). */
@@ -73,16 +72,30 @@ static inline __attribute__((always_inline)) __m512i outstage_zmm_value(__m512i 
                             _mm512_sub_epi32(zy, _mm512_set1_epi32(OUTSTAGE_MAGIC_BITS)));
 }
 
-/* The same, stored as the 16 bytes of mask's lanes (narrowed in a register, then a masked
+/* The loop's body on 16 columns held in acc (the bias not yet added): lanes outside mask read
+ * no bias or multiplier. */
+static inline __attribute__((always_inline)) __m512i outstage_zmm_value(__m512i acc, const int32_t *bias,
+                                                                        const float *mult, __mmask16 mask,
+                                                                        __m512 flo, __m512 fhi, __m512i zy) {
+    const __m512i b = mask == 0xFFFF ? _mm512_loadu_si512(bias) : _mm512_maskz_loadu_epi32(mask, bias);
+    return outstage_zmm_scaled(_mm512_add_epi32(acc, b), mult, mask, flo, fhi, zy);
+}
+
+/* 16 output values stored as the bytes of mask's lanes (narrowed in a register, then a masked
  * byte store: vpmovdb to memory is slow on Zen 4). */
-static inline __attribute__((always_inline)) void outstage_zmm(__m512i acc, const int32_t *bias, const float *mult,
-                                                               __mmask16 mask, __m512 flo, __m512 fhi, __m512i zy,
-                                                               uint8_t *out) {
-    const __m128i q = _mm512_cvtepi32_epi8(outstage_zmm_value(acc, bias, mult, mask, flo, fhi, zy));
+static inline __attribute__((always_inline)) void outstage_zmm_store(__m512i value, __mmask16 mask, uint8_t *out) {
+    const __m128i q = _mm512_cvtepi32_epi8(value);
     if (mask == 0xFFFF)
         _mm_storeu_si128((__m128i *)out, q);
     else
         _mm_mask_storeu_epi8(out, mask, q);
+}
+
+/* outstage_zmm_value, stored. */
+static inline __attribute__((always_inline)) void outstage_zmm(__m512i acc, const int32_t *bias, const float *mult,
+                                                               __mmask16 mask, __m512 flo, __m512 fhi, __m512i zy,
+                                                               uint8_t *out) {
+    outstage_zmm_store(outstage_zmm_value(acc, bias, mult, mask, flo, fhi, zy), mask, out);
 }
 #endif
 

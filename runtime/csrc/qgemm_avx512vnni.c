@@ -51,7 +51,64 @@
         }                                                                                                    \
         ROW_STORE(0) ROW_STORE(1) ROW_STORE(2) ROW_STORE(3) ROW_STORE(4) ROW_STORE(5)                        \
     }
-#define ROW_OUT(i)                                                                                     \
+/* Tiles of one or two 16-column blocks (N = 16..32, and every N's last block or two) are
+ * requantized straight from their accumulators: they start at the bias (the wrapping int32 add
+ * the output stage would do, so the sums are the same mod 2^32), and after the depth loop each
+ * row goes through the one output stage's register form (outstage_zmm_scaled), with no int32
+ * tile stored and reloaded in between -- for small K that round trip and the bias adds cost
+ * about as much as the multiplies.  The stage's constants are read after a compiler barrier, so
+ * they are not hoisted into the depth loop.  Wider tiles keep the store-and-requantize form
+ * below: with 18-24 accumulators GCC spills some inside the depth loop (seen in the assembly). */
+#define ROW_INIT(i) __m512i c##i##0 = i0, c##i##1 = i1, c##i##2 = i2, c##i##3 = i3;
+#define ROW_OUT(i)                                                                                        \
+    if (MR_ > i) {                                                                                         \
+        uint8_t *o = out + i * ldo;                                                                        \
+        outstage_zmm_store(outstage_zmm_scaled(c##i##0, mult, m0, flo, fhi, zy), m0, o);                   \
+        if (NB_ > 1) outstage_zmm_store(outstage_zmm_scaled(c##i##1, mult + 16, m1, flo, fhi, zy), m1, o + 16); \
+        if (NB_ > 2) outstage_zmm_store(outstage_zmm_scaled(c##i##2, mult + 32, m2, flo, fhi, zy), m2, o + 32); \
+        if (NB_ > 3) outstage_zmm_store(outstage_zmm_scaled(c##i##3, mult + 48, m3, flo, fhi, zy), m3, o + 48); \
+    }
+
+static inline __mmask16 cols_mask(int64_t cols, int block) {
+    const int64_t left = cols - 16 * block;
+    return left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+}
+
+static inline __m512i bias_block(const int32_t *bias, __mmask16 m) {
+    return m == 0xFFFF ? _mm512_loadu_si512(bias) : _mm512_maskz_loadu_epi32(m, bias);
+}
+
+#define TILE_OUT_REG(MR, NB)                                                                                   \
+    static __attribute__((noinline)) void tile_reg_##MR##_##NB(const uint8_t *a, int64_t lda, const int8_t *b,  \
+                                                               int64_t bstride, int64_t kd, int64_t cols,      \
+                                                               int64_t row0, int64_t col0, const out_stage *os) { \
+        enum { MR_ = MR, NB_ = NB };                                                                         \
+        const __m512i z = _mm512_setzero_si512();                                                            \
+        const __mmask16 m0 = cols_mask(cols, 0), m1 = cols_mask(cols, 1), m2 = cols_mask(cols, 2),           \
+                        m3 = cols_mask(cols, 3);                                                             \
+        const int32_t *bias = os->bias + col0;                                                               \
+        const __m512i i0 = bias_block(bias, m0), i1 = NB_ > 1 ? bias_block(bias + 16, m1) : z,               \
+                      i2 = NB_ > 2 ? bias_block(bias + 32, m2) : z, i3 = NB_ > 3 ? bias_block(bias + 48, m3) : z; \
+        ROW_INIT(0) ROW_INIT(1) ROW_INIT(2) ROW_INIT(3) ROW_INIT(4) ROW_INIT(5)                              \
+        for (int64_t k = 0; k < kd; k += 4) {                                                                \
+            const int8_t *bk = b + k * QGEMM_NBLOCK;                                                         \
+            const __m512i b0 = _mm512_load_si512(bk);                                                        \
+            const __m512i b1 = NB_ > 1 ? _mm512_load_si512(bk + bstride) : z;                                 \
+            const __m512i b2 = NB_ > 2 ? _mm512_load_si512(bk + 2 * bstride) : z;                             \
+            const __m512i b3 = NB_ > 3 ? _mm512_load_si512(bk + 3 * bstride) : z;                             \
+            ROW_STEP(0) ROW_STEP(1) ROW_STEP(2) ROW_STEP(3) ROW_STEP(4) ROW_STEP(5)                          \
+        }                                                                                                    \
+        __asm__ volatile("" ::: "memory");                                                                   \
+        const int64_t ldo = os->ldo;                                                                         \
+        uint8_t *out = (uint8_t *)os->out + row0 * ldo + col0;                                               \
+        const float *mult = os->mult + col0;                                                                 \
+        const __m512 flo = _mm512_set1_ps(os->flo), fhi = _mm512_set1_ps(os->fhi);                           \
+        const __m512i zy = _mm512_set1_epi32(os->zy);                                                        \
+        ROW_OUT(0) ROW_OUT(1) ROW_OUT(2) ROW_OUT(3) ROW_OUT(4) ROW_OUT(5)                                    \
+    }
+/* Requantizes the tile_MR_NB's int32 tile c while it is still in L1, 16 columns per step,
+ * masked to the tile's columns. */
+#define ROW_OUT_TILE(i)                                                                                \
     if (MR_ > i) {                                                                                      \
         uint8_t *o = out + i * ldo;                                                                     \
         const int32_t *t = c + i * QGEMM_NR_MAX;                                                        \
@@ -60,17 +117,8 @@
         if (NB_ > 2) outstage_zmm(_mm512_load_si512(t + 32), bias + 32, mult + 32, m2, flo, fhi, zy, o + 32); \
         if (NB_ > 3) outstage_zmm(_mm512_load_si512(t + 48), bias + 48, mult + 48, m3, flo, fhi, zy, o + 48); \
     }
-
-static inline __mmask16 cols_mask(int64_t cols, int block) {
-    const int64_t left = cols - 16 * block;
-    return left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
-}
-
-/* Requantizes the tile_MR_NB's int32 tile c while it is still in L1, 16 columns per step,
- * masked to the tile's columns.  (Requantizing the named accumulators in the tile function
- * itself makes GCC spill all 24 of them inside the depth loop.) */
-#define TILE_OUT(MR, NB)                                                                                       \
-    static void tile_out_##MR##_##NB(const uint8_t *a, int64_t lda, const int8_t *b, int64_t bstride,         \
+#define TILE_OUT_STORED(MR, NB)                                                                                \
+    static void tile_stored_##MR##_##NB(const uint8_t *a, int64_t lda, const int8_t *b, int64_t bstride,      \
                                      int64_t kd, int64_t cols, int64_t row0, int64_t col0,                    \
                                      const out_stage *os) {                                                   \
         enum { MR_ = MR, NB_ = NB };                                                                         \
@@ -84,10 +132,10 @@ static inline __mmask16 cols_mask(int64_t cols, int block) {
                         m3 = cols_mask(cols, 3);                                                             \
         const __m512 flo = _mm512_set1_ps(os->flo), fhi = _mm512_set1_ps(os->fhi);                           \
         const __m512i zy = _mm512_set1_epi32(os->zy);                                                        \
-        ROW_OUT(0) ROW_OUT(1) ROW_OUT(2) ROW_OUT(3) ROW_OUT(4) ROW_OUT(5)                                    \
+        ROW_OUT_TILE(0) ROW_OUT_TILE(1) ROW_OUT_TILE(2) ROW_OUT_TILE(3) ROW_OUT_TILE(4) ROW_OUT_TILE(5)      \
     }
 #define TILES(MR) TILE(MR, 1) TILE(MR, 2) TILE(MR, 3) TILE(MR, 4) \
-    TILE_OUT(MR, 1) TILE_OUT(MR, 2) TILE_OUT(MR, 3) TILE_OUT(MR, 4)
+    TILE_OUT_REG(MR, 1) TILE_OUT_REG(MR, 2) TILE_OUT_STORED(MR, 3) TILE_OUT_STORED(MR, 4)
 TILES(1)
 TILES(2)
 TILES(3)
@@ -106,7 +154,8 @@ static void kernel(const void *a, int64_t lda, const void *b, int64_t bstride, i
 
 typedef void (*tile_out_fn)(const uint8_t *, int64_t, const int8_t *, int64_t, int64_t, int64_t, int64_t, int64_t,
                             const out_stage *);
-#define ROW_O(MR) {tile_out_##MR##_1, tile_out_##MR##_2, tile_out_##MR##_3, tile_out_##MR##_4}
+/* Fused tiles: one or two column blocks in registers, three or four through the stored tile. */
+#define ROW_O(MR) {tile_reg_##MR##_1, tile_reg_##MR##_2, tile_stored_##MR##_3, tile_stored_##MR##_4}
 static const tile_out_fn tiles_out[VNNI_MR][VNNI_NB] = {ROW_O(1), ROW_O(2), ROW_O(3), ROW_O(4), ROW_O(5), ROW_O(6)};
 
 static void kernel_out(const void *a, int64_t lda, const void *b, int64_t bstride, int64_t kd, int rows, int nb,
