@@ -232,8 +232,11 @@ def minilm_section(quick: bool, rounds: int) -> str:
 
         # static W8A8 through compress.quantize (torch.export capture of the HF model); with float adds
         # the Linears feeding the residual stream keep their int32 accumulator (no uint8 output grid)
+        # α=1 smooths every input feature by its own max|x|: a per-tensor grid on the smoothed input is a
+        # per-input-channel activation grid, with the channel scales folded into the weights
         for label, smooth in (("static W8A8 minmax", None), ("static W8A8 SmoothQuant α=0.5", 0.5),
-                              ("static W8A8 SmoothQuant α=0.7", 0.7)):
+                              ("static W8A8 SmoothQuant α=0.7", 0.7),
+                              ("static W8A8 per-channel activation grids (SmoothQuant α=1)", 1.0)):
             for float_adds in (False, True):
                 adds = "float residual stream" if float_adds else "adds int8"
                 try:

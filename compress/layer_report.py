@@ -21,6 +21,7 @@ from quant import policy
 from quant.calibrate import set_mode, split_batch, to_device
 from quant.capture import flat_inputs
 from quant.fake_quant import FakeQuantize
+from quant.float_ops import FloatOp
 from quant.modules import QuantAdd, QuantAvgPool2d, QuantGlobalMean, QuantMatMul, QuantWeighted
 from quant.prepare import classify
 
@@ -78,7 +79,8 @@ def _module_path(node: fx.Node) -> str:
 
 def _op_name(node: fx.Node, modules: dict[str, nn.Module]) -> str:
     if node.op == "call_module":
-        return type(modules[str(node.target)]).__name__
+        module = modules[str(node.target)]
+        return module.op_name if isinstance(module, FloatOp) else type(module).__name__
     if node.op == "call_function":
         return policy.aten_name(node.target) or getattr(node.target, "__name__", str(node.target))
     return f".{node.target}()"

@@ -25,6 +25,7 @@ import export.qdq_ops  # noqa: F401  (registers torch.ops.compress.*)
 from export.errors import OnnxExportError
 from quant import policy
 from quant.fake_quant import FakeQuantize, WeightFakeQuantize
+from quant.float_ops import restore_float_ops
 from quant.modules import QuantAdd, QuantAvgPool2d, QuantGlobalMean, QuantMatMul, QuantWeighted
 from quant.prepare import classify
 from quant.spec import INT32_MAX, INT32_MIN, bias_scale, quantize_int
@@ -165,6 +166,7 @@ def _prod(values) -> int:
 def lower(qmodel: fx.GraphModule) -> fx.GraphModule:
     """A copy of ``qmodel`` in export form (the input model is untouched)."""
     gm = copy.deepcopy(qmodel).eval()
+    restore_float_ops(gm)  # the file holds plain ONNX ops; the runtime computes them as FloatOp did
     modules = dict(gm.named_modules())
     grids: dict[str, QDQ] = {}
     for name, m in modules.items():

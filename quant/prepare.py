@@ -28,6 +28,7 @@ from quant import policy
 from quant.capture import CaptureError, capture
 from quant.errors import QuantError
 from quant.fake_quant import FakeQuantize
+from quant.float_ops import mirror_float_ops
 from quant.fuse import activation_of, fold_batchnorms, is_module, is_tensor_node, set_module, sole_user
 from quant.modules import (
     QuantAdd,
@@ -361,6 +362,7 @@ def prepare(
     swap_weighted(gm, qconfig)
     example_shapes(gm, example_inputs, example_kwargs)
     _Inserter(gm, qconfig).run()
+    mirror_float_ops(gm)
     gm.graph.eliminate_dead_code()
     gm.graph.lint()
     gm.recompile()

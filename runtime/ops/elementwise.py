@@ -16,8 +16,10 @@ from runtime.ops.registry import QdqFold, elementwise, register
 
 # erf(x) ~ x * P(x^2) / Q(x^2) on [-4, 4] (outside, erf is +-1 in float32): the rational
 # approximation Eigen and TensorFlow use for float32, within 8 ulp (4.5e-7 absolute) of the
-# exact value and, unlike 1 - poly * exp(-x^2), accurate in relative terms near 0.
-_ERF_P = (
+# exact value and, unlike 1 - poly * exp(-x^2), accurate in relative terms near 0. It is a fixed
+# sequence of IEEE single operations, so the simulation repeats it bit for bit in torch
+# (quant/float_ops.py, same coefficients; tests/integration/test_float_ops.py compares them).
+ERF_P = (
     -2.72614225801306e-10,
     2.77068142495902e-08,
     -2.10102402082508e-06,
@@ -26,7 +28,7 @@ _ERF_P = (
     -2.95459980854025e-03,
     -1.60960333262415e-02,
 )
-_ERF_Q = (
+ERF_Q = (
     -1.45660718464996e-05,
     -2.13374055278905e-04,
     -1.68282697438203e-03,
@@ -45,17 +47,28 @@ def erf(x: np.ndarray) -> np.ndarray:
         return _erf64(x).astype(np.float64)
     f = np.clip(x, np.float32(-4), np.float32(4), dtype=np.float32)  # NaN stays NaN
     x2 = f * f
-    p = np.full_like(x2, _ERF_P[0])
-    for c in _ERF_P[1:]:
+    p = np.full_like(x2, ERF_P[0])
+    for c in ERF_P[1:]:
         p *= x2
         p += np.float32(c)
-    q = np.full_like(x2, _ERF_Q[0])
-    for c in _ERF_Q[1:]:
+    q = np.full_like(x2, ERF_Q[0])
+    for c in ERF_Q[1:]:
         q *= x2
         q += np.float32(c)
     f *= p
     f /= q
     return f.astype(x.dtype, copy=False)
+
+
+def _once(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """fn evaluated in float64 and rounded to the input's dtype once (DESIGN.md "Float ops between
+    quantizers": the float32 result every engine that rounds the exact value agrees on)."""
+    def rounded(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        with np.errstate(all="ignore"):
+            return fn(x.astype(np.float64)).astype(x.dtype, copy=False)
+
+    return rounded
 
 
 def _same_dtype(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
@@ -76,11 +89,8 @@ def _quiet(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
 for _op, _fn in {
     "Sub": np.subtract,
     "Sqrt": np.sqrt,
-    "Exp": np.exp,
-    "Log": np.log,
     "Neg": np.negative,
     "Abs": np.abs,
-    "Tanh": np.tanh,
     "Reciprocal": np.reciprocal,
     "Erf": erf,
     "Floor": np.floor,
@@ -100,7 +110,6 @@ for _op, _fn in {
     "Atanh": np.arctanh,
     "Softsign": lambda x: x / (1 + np.abs(x)),
     "Softplus": lambda x: np.logaddexp(x.dtype.type(0), x),
-    "Mish": lambda x: x * np.tanh(np.logaddexp(x.dtype.type(0), x)),
     "IsNaN": np.isnan,
     "Equal": np.equal,
     "Less": np.less,
@@ -119,10 +128,19 @@ for _op, _fn in {
 }.items():
     register(_op)(elementwise(_quiet(_fn)))
 
+_tanh = _once(np.tanh)
+for _op, _fn in {
+    "Exp": _once(np.exp),
+    "Log": _once(np.log),
+    "Tanh": _tanh,
+    "Mish": _once(lambda x: x * np.tanh(np.logaddexp(0.0, x))),
+}.items():
+    register(_op)(elementwise(_fn))
+
 
 register("Add", fuses_clamp=True, fold=QdqFold("elementwise", (MS_DOMAIN, "QLinearAdd"), 2))(elementwise(np.add))
 register("Mul", fold=QdqFold("elementwise", (MS_DOMAIN, "QLinearMul"), 2))(elementwise(np.multiply))
-register("Pow")(elementwise(_quiet(_same_dtype(lambda x, y: np.power(x.astype(np.float64), y)))))
+register("Pow")(elementwise(_quiet(_same_dtype(lambda x, y: np.power(x.astype(np.float64), y)))))  # rounded once
 
 
 @register("Div")
@@ -178,7 +196,10 @@ def relu(node, graph, opts):
 
 @register("Sigmoid", fold=QdqFold("elementwise", (MS_DOMAIN, "QLinearSigmoid")))
 def sigmoid(node, graph, opts):
-    return lambda x: [_quiet(lambda v: (1.0 / (1.0 + np.exp(-v))).astype(v.dtype))(x)]
+    return lambda x: [_sigmoid(x)]
+
+
+_sigmoid = _once(lambda v: 1.0 / (1.0 + np.exp(-v)))
 
 
 @register("LeakyRelu", fold=QdqFold("elementwise", (MS_DOMAIN, "QLinearLeakyRelu")))
@@ -195,12 +216,16 @@ def prelu(node, graph, opts):
 @register("HardSigmoid")
 def hard_sigmoid(node, graph, opts):
     alpha, beta = node.attrs["alpha"], node.attrs["beta"]
-    return lambda x: [np.clip(x * x.dtype.type(alpha) + x.dtype.type(beta), 0, 1).astype(x.dtype)]
+    run = _once(lambda v: np.clip(v * alpha + beta, 0, 1))
+    return lambda x: [run(x)]
 
 
 @register("HardSwish")
 def hard_swish(node, graph, opts):
-    return lambda x: [(x * np.clip(x / x.dtype.type(6) + x.dtype.type(0.5), 0, 1)).astype(x.dtype)]
+    return lambda x: [_hard_swish(x)]
+
+
+_hard_swish = _once(lambda v: v * np.clip(v / 6 + 0.5, 0, 1))
 
 
 @register("Elu")
@@ -250,14 +275,21 @@ def clip(node, graph, opts):
 
 @register("Gelu")
 def gelu(node, graph, opts):
+    """Gelu as torch.onnx writes it below opset 20 (Div, Erf, Add, Mul, Mul; or Pow, Mul, Add, Mul,
+    Tanh, Add, Mul, Mul), each step rounded to the input's dtype, so both forms of a file agree."""
     tanh = node.attrs["approximate"] == "tanh"
+    cubic, sqrt_2_over_pi, sqrt_2 = 0.044715, math.sqrt(2 / math.pi), math.sqrt(2)
 
     def run(x):
-        t = x.dtype.type  # python floats and numpy scalars of x's type: no float64 promotion
+        t = x.dtype.type  # numpy scalars of x's type: no float64 promotion
         if tanh:
-            y = t(0.5) * x * (1 + np.tanh(t(math.sqrt(2 / math.pi)) * (x + t(0.044715) * x**3)))
+            inner = x + t(cubic) * _cube(x)
+            u = _tanh(t(sqrt_2_over_pi) * inner) + t(1)
         else:
-            y = t(0.5) * x * (1 + erf(x * t(math.sqrt(0.5))))
-        return [y.astype(x.dtype, copy=False)]
+            u = erf(x / t(sqrt_2)) + t(1)
+        return [x * (t(0.5) * u)]
 
     return run
+
+
+_cube = _once(lambda v: v**3)

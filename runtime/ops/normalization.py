@@ -1,5 +1,9 @@
-"""Softmax family and normalizations (fp32 in numpy; statistics in float32 unless the op's
-``stash_type`` asks for more, as ONNX defines)."""
+"""Softmax family and normalizations in numpy.
+
+Softmax, LogSoftmax and LayerNormalization work in float64 and round once to the input's dtype:
+the arithmetic the simulation uses for the same ops (quant/float_ops.py, DESIGN.md "Float ops
+between quantizers"), which no engine's float32 summation order or exp approximation can
+reproduce bit for bit otherwise. The other normalizations keep the specification's precision."""
 
 from __future__ import annotations
 
@@ -26,12 +30,14 @@ def _log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
 def softmax(node, graph, opts):
     def run(x):
         v, axis, shape = _softmax_axes(node, graph, x)
-        e = np.subtract(v, v.max(axis=axis, keepdims=True))  # one new tensor, then in place
-        np.exp(e, out=e)
-        # times the reciprocal of the sum, not divided by it: ONNX Runtime's (MLAS) and torch's
-        # order, so a QuantizeLinear after the softmax picks the same code on a rounding tie
-        e *= np.reciprocal(e.sum(axis=axis, keepdims=True))
-        return [e.astype(x.dtype, copy=False).reshape(shape)]
+        # a float64 copy, then in place: exp(x - max) / sum, rounded once; float16 and bfloat16
+        # stay in their own precision, as the specification computes them
+        e = v.astype(np.float64 if v.dtype.itemsize >= 4 else v.dtype)
+        with np.errstate(invalid="ignore"):  # a row of -inf gives NaN, as in torch
+            e -= e.max(axis=axis, keepdims=True)
+            np.exp(e, out=e)
+            e /= e.sum(axis=axis, keepdims=True)
+        return [e.astype(x.dtype).reshape(shape)]
 
     return run
 
@@ -40,7 +46,8 @@ def softmax(node, graph, opts):
 def log_softmax(node, graph, opts):
     def run(x):
         v, axis, shape = _softmax_axes(node, graph, x)
-        return [_log_softmax(v, axis).astype(x.dtype).reshape(shape)]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return [_log_softmax(v.astype(np.float64), axis).astype(x.dtype).reshape(shape)]
 
     return run
 
@@ -65,25 +72,24 @@ def layer_normalization(node, graph, opts):
     axis, eps, stash = node.attrs["axis"], node.attrs["epsilon"], _stash(node)
 
     def run(x, scale, bias=None):
-        # the specification's arithmetic and order (one row per normalised group: sum / n,
-        # d = x - mean, sum(d * d) / n, 1 / sqrt(var + eps), d * inv * scale + bias), in place
+        # the specification's steps (one row per normalised group: sum / n, d = x - mean,
+        # sum(d * d) / n, d / sqrt(var + eps); then Cast, times scale, plus bias), the
+        # statistics and the normalised value in float64 whatever stash_type says, rounded once
         a = axis % x.ndim
         stats_shape = x.shape[:a] + (1,) * (x.ndim - a)
         rows, cols = int(np.prod(x.shape[:a], dtype=np.int64)), int(np.prod(x.shape[a:], dtype=np.int64))
-        xs = x.astype(stash, copy=False).reshape(rows, cols)
-        n = stash(xs.shape[1])
-        mean = xs.sum(axis=1, keepdims=True) / n
-        d = xs - mean  # the one full-size temporary: squared, normalised and scaled in place
-        inv = np.square(d).sum(axis=1, keepdims=True) / n
-        inv += stash(eps)
-        np.sqrt(inv, out=inv)
-        np.reciprocal(inv, out=inv)
-        d *= inv
-        y = d.astype(x.dtype, copy=False).reshape(x.shape)
+        d = x.astype(np.float64).reshape(rows, cols)  # the one full-size temporary, then in place
+        mean = d.sum(axis=1, keepdims=True) / cols
+        d -= mean
+        std = np.square(d).sum(axis=1, keepdims=True) / cols
+        std += eps
+        np.sqrt(std, out=std)
+        d /= std
+        y = d.astype(x.dtype).reshape(x.shape)
         y *= scale
         if bias is not None:
             y += bias
-        return [y, mean.reshape(stats_shape), inv.reshape(stats_shape)]
+        return [y, mean.astype(stash).reshape(stats_shape), (1 / std).astype(stash).reshape(stats_shape)]
 
     return run
 

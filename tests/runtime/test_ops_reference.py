@@ -196,19 +196,18 @@ def test_qlinear_matmul_of_two_run_time_tensors_is_exact_batched(b_type):
     np.testing.assert_array_equal(ours[0], ref[0])
 
 
-def test_softmax_scales_by_the_reciprocal_of_the_sum_as_onnx_runtime_and_torch_do():
-    """exp(x - max) times 1/sum, not divided by the sum: ONNX Runtime's (MLAS) and torch's order.
-    A QuantizeLinear after a softmax (attention probabilities) flips a code on an ulp, so the
-    order is part of agreeing with them; the division form differs from ORT in more elements."""
+def test_softmax_is_the_float64_value_rounded_once():
+    """exp(x - max) / sum in float64, rounded to float32 once: the arithmetic the simulation uses
+    (quant/float_ops.py), which no float32 summation order reproduces. ONNX Runtime's float32
+    kernel (MLAS's exp, its own order) lands within a few tens of ulps of it."""
     x = (RNG.standard_normal((8, 12, 48, 48)) * 3).astype(np.float32)
     model = _single(helper.make_node("Softmax", ["x"], ["y"], axis=-1), x, None)
     ours = InferenceSession(model, threads=1).run(None, {"x": x})[0]
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    np.testing.assert_array_equal(ours, e * np.reciprocal(e.sum(axis=-1, keepdims=True)))
+    x64 = x.astype(np.float64)
+    e = np.exp(x64 - x64.max(axis=-1, keepdims=True))
+    np.testing.assert_array_equal(ours, (e / e.sum(axis=-1, keepdims=True)).astype(np.float32))
     theirs = ort_session(model).run(None, {"x": x})[0]
-    divided = e / e.sum(axis=-1, keepdims=True)
-    assert (ours != theirs).sum() < (divided != theirs).sum()
-    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-7)
+    assert np.abs(ours.view(np.int32) - theirs.view(np.int32)).max() <= 32
 
 
 def test_an_attribute_value_the_kernel_lacks_is_a_named_error_at_load():
@@ -275,9 +274,10 @@ def test_gelu_stays_in_float32_and_matches_the_reference(approximate):
 
 
 @pytest.mark.parametrize("axis", [-1, -2, 1])
-def test_layer_normalization_rounds_exactly_as_the_reference(axis):
-    """Same arithmetic in the same order as the specification, so a float LayerNorm between
-    DequantizeLinear and QuantizeLinear gives the reference's codes, not ulps away."""
+def test_layer_normalization_normalises_in_float64_and_rounds_once(axis):
+    """The specification's steps with the statistics and the normalised value in float64, rounded
+    once, then times scale and plus bias in float32 (the simulation's arithmetic,
+    quant/float_ops.py); the reference's float32 statistics are a few ulps away."""
     x = (RNG.standard_normal((2, 5, 7, 96)) * 3 + 1).astype(np.float32)
     w, b = (RNG.standard_normal(x.shape[axis:]).astype(np.float32) for _ in range(2))
     node = helper.make_node("LayerNormalization", ["x", "w", "b"], ["y", "mean", "inv"], axis=axis, epsilon=1e-6)
@@ -289,8 +289,15 @@ def test_layer_normalization_rounds_exactly_as_the_reference(axis):
         17,
     )
     ours, ref = _both(model, {"x": x})
+    dims = tuple(range(axis % x.ndim, x.ndim))
+    x64 = x.astype(np.float64)
+    d = x64 - x64.mean(axis=dims, keepdims=True)
+    std = np.sqrt(np.square(d).mean(axis=dims, keepdims=True) + np.float64(np.float32(1e-6)))
+    np.testing.assert_array_equal(ours[0], (d / std).astype(np.float32) * w + b)
+    np.testing.assert_array_equal(ours[2], (1 / std).astype(np.float32))
     for o, r in zip(ours, ref, strict=True):
-        assert o.shape == r.shape and np.array_equal(o, r)
+        assert o.shape == r.shape and o.dtype == r.dtype
+        np.testing.assert_allclose(o, r, rtol=2e-5, atol=2e-5)
 
 
 def test_batch_normalization_rounds_exactly_as_the_reference():
