@@ -36,20 +36,10 @@ from torch import nn
 
 from quant.dynamic import dynamic_product, int8_per_channel
 from quant.errors import QuantError
+from quant.float_ops import sigmoid, tanh  # the runtime's arithmetic: fp64, rounded once
 
 # torch's gate order -> ONNX's: LSTM (i, f, g, o) -> (i, o, f, c); GRU (r, z, n) -> (z, r, h); RNN one gate
 ONNX_GATE_ORDER = {"LSTM": (0, 3, 1, 2), "GRU": (1, 0, 2), "RNN": (0,)}
-
-
-def sigmoid_f64(v: torch.Tensor) -> torch.Tensor:
-    """σ in float64 rounded to fp32 (the runtime's Sigmoid formula, evaluated in double)."""
-    d = v.double()
-    return (1.0 / (1.0 + torch.exp(-d))).float()
-
-
-def tanh_f64(v: torch.Tensor) -> torch.Tensor:
-    """tanh in float64 rounded to fp32."""
-    return torch.tanh(v.double()).float()
 
 
 def to_onnx_gates(t: torch.Tensor, kind: str) -> torch.Tensor:
@@ -164,9 +154,9 @@ class DynamicLSTM(_DynamicRecurrent):
         h_prev, c_prev = states
         pre = (xw_t + rh) + (b_ih + b_hh)
         pi, pf, pg, po = pre.chunk(4, dim=-1)
-        i, f, g, o = sigmoid_f64(pi), sigmoid_f64(pf), tanh_f64(pg), sigmoid_f64(po)
+        i, f, g, o = sigmoid(pi), sigmoid(pf), tanh(pg), sigmoid(po)
         c = f * c_prev + i * g
-        return [o * tanh_f64(c), c]
+        return [o * tanh(c), c]
 
     def forward(self, x: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None):
         y, (h, c) = self._run(x, [None, None] if hx is None else list(hx))
@@ -184,9 +174,9 @@ class DynamicGRU(_DynamicRecurrent):
         hr, hz, hn = rh.chunk(3, dim=-1)
         bir, biz, bin_ = b_ih.chunk(3)
         bhr, bhz, bhn = b_hh.chunk(3)
-        r = sigmoid_f64((xr + hr) + (bir + bhr))
-        z = sigmoid_f64((xz + hz) + (biz + bhz))
-        n = tanh_f64((xn + bin_) + r * (hn + bhn))
+        r = sigmoid((xr + hr) + (bir + bhr))
+        z = sigmoid((xz + hz) + (biz + bhz))
+        n = tanh((xn + bin_) + r * (hn + bhn))
         return [(1 - z) * n + z * h_prev]
 
     def forward(self, x: torch.Tensor, hx: torch.Tensor | None = None):
@@ -209,7 +199,7 @@ class DynamicRNN(_DynamicRecurrent):
 
     def _step(self, xw_t, states, rh, b_ih, b_hh):
         pre = (xw_t + rh) + (b_ih + b_hh)
-        return [tanh_f64(pre) if self.nonlinearity == "tanh" else torch.relu(pre)]
+        return [tanh(pre) if self.nonlinearity == "tanh" else torch.relu(pre)]
 
     def forward(self, x: torch.Tensor, hx: torch.Tensor | None = None):
         y, (h,) = self._run(x, [hx])
