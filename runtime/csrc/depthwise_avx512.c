@@ -117,21 +117,18 @@ static inline __attribute__((always_inline)) __m256i quad_load(const uint8_t *p,
 }
 
 /* Quads of channels [cb, cb + 32) of input row (b, iy) for every output column: ow * 128 bytes
- * at dst (4 vectors of 8 dwords per column).  Columns whose taps all lie in the row step a
- * pointer; the few edge columns test each tap.  kw is a constant in the specialised calls. */
+ * at dst (4 vectors of 8 dwords per column).  Columns [ox_lo, ox_hi), whose taps all lie in the
+ * row, step a pointer; the few edge columns test each tap.  kw is a constant in the specialised
+ * calls. */
 static inline __attribute__((always_inline)) void quad_row(const depthwise_args *a, int64_t b, int64_t iy,
-                                                           int64_t cb, uint8_t *dst, const int64_t kw) {
+                                                           int64_t cb, uint8_t *dst, const int64_t kw,
+                                                           int64_t ox_lo, int64_t ox_hi) {
     const conv_geom *g = &a->g;
     const int64_t c = g->c, step = g->sw * c, tap = g->dw * c;
     const uint8_t *row = a->x + (b * g->h + iy) * g->w * c + cb;
     const int full = c - cb >= 32;
     const __mmask32 m = full ? 0xFFFFFFFFu : (__mmask32)((1u << (c - cb)) - 1u);
     const __m256i zxv = _mm256_set1_epi8((char)a->zx), zero = _mm256_setzero_si256();
-    /* Columns whose taps all lie inside the row (as in rows_fused). */
-    const int64_t ox_lo = (g->pl + g->sw - 1) / g->sw < g->ow ? (g->pl + g->sw - 1) / g->sw : g->ow;
-    const int64_t last = g->w - 1 + g->pl - (kw - 1) * g->dw;
-    const int64_t hi = last < 0 ? 0 : (last / g->sw + 1 < g->ow ? last / g->sw + 1 : g->ow);
-    const int64_t ox_hi = hi > ox_lo ? hi : ox_lo;
     for (int64_t ox = 0; ox < g->ow; ++ox) {
         if (ox == ox_lo) { /* the interior run */
             const uint8_t *p = row + (ox * g->sw - g->pl) * c;
@@ -162,6 +159,12 @@ static inline __attribute__((always_inline)) void quad_rows(const depthwise_args
     const int is_signed = os->lo < 0;
     const __m256 flo = _mm256_set1_ps(os->flo), fhi = _mm256_set1_ps(os->fhi);
     const __m256i zy = _mm256_set1_epi32(os->zy);
+    /* Columns whose taps all lie inside the row (as in rows_fused), worked out once: divisions
+     * per quad row cost as much as a small row's rearrangement. */
+    const int64_t ox_lo = (g->pl + g->sw - 1) / g->sw < ow ? (g->pl + g->sw - 1) / g->sw : ow;
+    const int64_t last = g->w - 1 + g->pl - (kw - 1) * g->dw;
+    const int64_t hi = last < 0 ? 0 : (last / g->sw + 1 < ow ? last / g->sw + 1 : ow);
+    const int64_t ox_hi = hi > ox_lo ? hi : ox_lo;
     for (int64_t cb = 0; cb < a->cq; cb += 32) {
         const __m256i *wv = (const __m256i *)(a->wq + cb / 32 * kh * 128);
         __m256i w[QUAD_KH_MAX][4];
@@ -173,8 +176,10 @@ static inline __attribute__((always_inline)) void quad_rows(const depthwise_args
         const __mmask32 m = full ? 0xFFFFFFFFu : (__mmask32)((1u << (c - cb)) - 1u);
         int64_t tag[QUAD_KH_MAX]; /* input row (b * h + iy) whose quads each slot holds, -1: none */
         for (int64_t k = 0; k < kh; ++k) tag[k] = -1;
-        for (int64_t r = r0; r < r1; ++r) {
-            const int64_t b = r / g->oh, oy = r % g->oh;
+        /* (b, oy) of row r stepped, not divided: a division per row and step costs as much as a
+         * 7-pixel row's multiplies. */
+        for (int64_t r = r0, b = r0 / g->oh, oy = r0 % g->oh; r < r1; ++r, oy = oy + 1 == g->oh ? 0 : oy + 1,
+                     b = oy == 0 ? b + 1 : b) {
             int64_t want[QUAD_KH_MAX];
             for (int64_t ky = 0; ky < kh; ++ky) {
                 const int64_t iy = oy * g->sh - g->pt + ky * g->dh;
@@ -197,7 +202,7 @@ static inline __attribute__((always_inline)) void quad_rows(const depthwise_args
                         for (int64_t j = 0; j < kh; ++j) used |= tag[k] >= 0 && tag[k] == want[j];
                         if (!used) slot = k;
                     }
-                    quad_row(a, b, want[ky] - b * g->h, cb, s->rows + slot * slot_bytes, kw);
+                    quad_row(a, b, want[ky] - b * g->h, cb, s->rows + slot * slot_bytes, kw, ox_lo, ox_hi);
                     tag[slot] = want[ky];
                 }
                 p[ky] = s->rows + slot * slot_bytes;
