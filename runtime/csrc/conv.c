@@ -91,12 +91,18 @@ static void depthwise_task(void *ctx, int64_t task, int worker) {
     const int64_t r1 = r0 + job->rows_per_task < total ? r0 + job->rows_per_task : total;
     /* Sizes were validated by the caller: ow * c fits the output buffer, kh * kw <= TAPS_MAX. */
     const size_t taps = (size_t)(a->g.kh * a->g.kw);
-    depthwise_scratch s = {aligned_alloc(64, ((size_t)(a->g.ow * a->g.c) * sizeof(int32_t) + 63) & ~(size_t)63),
-                           malloc(taps * sizeof(uint8_t *)), malloc(taps * sizeof(int8_t *)), NULL};
-    /* The row kernel's kh quad rows of one 32-channel step: kh * ow * 128 bytes (kh <= 8,
-     * ow < 2^31). */
-    if (a->wq != NULL) s.rows = aligned_alloc(64, (size_t)(a->g.kh * a->g.ow) * 128);
-    if (s.acc == NULL || s.xp == NULL || s.wp == NULL || (a->wq != NULL && s.rows == NULL))
+    depthwise_scratch s = {NULL, NULL, NULL, NULL};
+    int missing;
+    if (a->wq != NULL) { /* the row kernel: kh quad rows of one 32-channel step (kh <= 8, ow < 2^31) */
+        s.rows = aligned_alloc(64, (size_t)(a->g.kh * a->g.ow) * 128);
+        missing = s.rows == NULL;
+    } else {
+        s.acc = aligned_alloc(64, ((size_t)(a->g.ow * a->g.c) * sizeof(int32_t) + 63) & ~(size_t)63);
+        s.xp = malloc(taps * sizeof(uint8_t *));
+        s.wp = malloc(taps * sizeof(int8_t *));
+        missing = s.acc == NULL || s.xp == NULL || s.wp == NULL;
+    }
+    if (missing)
         atomic_store(&job->failed, 1);
     else
         job->fn(a, r0, r1, &s);

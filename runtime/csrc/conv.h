@@ -82,7 +82,8 @@ typedef struct {
 
 /* Per-task scratch of the depthwise kernels: the int32 accumulators of one output row
  * (ow * c, so the output stage runs once per row) and the input/weight pointers of one
- * pixel's in-image taps (kh * kw each). */
+ * pixel's in-image taps (kh * kw each); the VNNI row kernel has only its rows (the others
+ * NULL). */
 typedef struct {
     int32_t *acc;
     const uint8_t **xp;
