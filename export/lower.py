@@ -23,6 +23,7 @@ from torch import fx, nn
 
 import export.qdq_ops  # noqa: F401  (registers torch.ops.compress.*)
 from export.errors import OnnxExportError
+from export.fold_constants import fold_constants
 from quant import policy
 from quant.fake_quant import FakeQuantize, WeightFakeQuantize
 from quant.float_ops import restore_float_ops
@@ -166,6 +167,7 @@ def _prod(values) -> int:
 def lower(qmodel: fx.GraphModule) -> fx.GraphModule:
     """A copy of ``qmodel`` in export form (the input model is untouched)."""
     gm = copy.deepcopy(qmodel).eval()
+    fold_constants(gm)  # constant subgraphs in the simulation's arithmetic, not the exporter's
     restore_float_ops(gm)  # the file holds plain ONNX ops; the runtime computes them as FloatOp did
     modules = dict(gm.named_modules())
     grids: dict[str, QDQ] = {}

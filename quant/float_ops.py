@@ -154,6 +154,14 @@ def mish(x: torch.Tensor) -> torch.Tensor:
     return (x64 * torch.tanh(torch.logaddexp(torch.zeros_like(x64), x64))).to(x.dtype)
 
 
+def vector_norm(x: torch.Tensor, ord: float = 2.0, dim=None, keepdim: bool = False,
+                dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``torch.linalg.vector_norm`` (F.normalize's norm; torch.onnx writes ReduceL2 / ReduceL1 /
+    ReduceMax for orders 2, 1, inf) in float64, rounded once."""
+    x = x if dtype is None else x.to(dtype)
+    return torch.linalg.vector_norm(x.double(), ord, dim, keepdim).to(x.dtype)
+
+
 # ATen op (as torch.export records it) -> its form in the file's arithmetic
 FORMS: dict[torch._ops.OpOverload, Callable[..., torch.Tensor]] = {
     aten.softmax.int: softmax,
@@ -172,6 +180,7 @@ FORMS: dict[torch._ops.OpOverload, Callable[..., torch.Tensor]] = {
     aten.hardswish.default: hardswish,
     aten.hardsigmoid.default: hardsigmoid,
     aten.mish.default: mish,
+    aten.linalg_vector_norm.default: vector_norm,
 }
 
 

@@ -17,6 +17,12 @@ def _extreme(x: np.ndarray, high: bool) -> float | int:
     return (info.max if high else info.min) if info else (True if high else False)
 
 
+def _wide(x: np.ndarray) -> np.ndarray:
+    """float32 in float64 (the norms are rounded once, as the simulation computes F.normalize's
+    norm: quant/float_ops.py); other types as they are."""
+    return x.astype(np.float64) if x.dtype == np.float32 else x
+
+
 def _with_initial(fn: Callable, high: bool) -> Callable:
     return lambda x, axis, keepdims: fn(x, axis=axis, keepdims=keepdims, initial=_extreme(x, high))
 
@@ -27,8 +33,8 @@ _REDUCERS: dict[str, Callable[[np.ndarray, tuple[int, ...], bool], np.ndarray]] 
     "ReduceMax": _with_initial(np.max, high=False),
     "ReduceMin": _with_initial(np.min, high=True),
     "ReduceProd": lambda x, axis, keepdims: np.prod(x, axis=axis, keepdims=keepdims, dtype=x.dtype),
-    "ReduceL1": lambda x, axis, keepdims: np.sum(np.abs(x), axis=axis, keepdims=keepdims, dtype=x.dtype),
-    "ReduceL2": lambda x, axis, keepdims: np.sqrt(np.sum(x * x, axis=axis, keepdims=keepdims, dtype=x.dtype)),
+    "ReduceL1": lambda x, axis, keepdims: np.sum(np.abs(_wide(x)), axis=axis, keepdims=keepdims),
+    "ReduceL2": lambda x, axis, keepdims: np.sqrt(np.sum(np.square(_wide(x)), axis=axis, keepdims=keepdims)),
     "ReduceSumSquare": lambda x, axis, keepdims: np.sum(x * x, axis=axis, keepdims=keepdims, dtype=x.dtype),
     "ReduceLogSum": lambda x, axis, keepdims: np.log(np.sum(x, axis=axis, keepdims=keepdims)),
     "ReduceLogSumExp": lambda x, axis, keepdims: _log_sum_exp(x, axis, keepdims),

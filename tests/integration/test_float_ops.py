@@ -176,3 +176,47 @@ def test_gpt2_codes_identical_in_our_runtime(tmp_path):
     path = compress.export_onnx(q, tmp_path / "gpt2.onnx", dict(test))
     got = runtime.InferenceSession(str(path), threads=1).run(None, {k: v.numpy() for k, v in test.items()})[0]
     assert np.array_equal(sim, got)
+
+
+def test_vector_norm():
+    x = _inputs(7)
+    got = _run_onnx([helper.make_node("ReduceL2", ["x", "axes"], ["y"], keepdims=1)], x,
+                    [onnx.numpy_helper.from_array(np.array([-1], np.int64), "axes")])
+    _bits_equal(float_ops.vector_norm(torch.from_numpy(x), 2.0, [-1], True), got)
+
+
+class _LogitScale(torch.nn.Module):
+    """Swin V2's attention temperature: exp of a clamped parameter, a constant of the graph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(16, 16)
+        self.logit_scale = torch.nn.Parameter(torch.log(10 * torch.ones(4, 1)))
+        self.register_buffer("table", torch.zeros(4, 4))
+
+    def forward(self, x):
+        scale = torch.exp(torch.clamp(self.logit_scale, max=4.6052))
+        scores = self.fc(x).reshape(-1, 4, 4) * scale
+        masked = self.table.clone()
+        masked[:, :1] = x[:1, :4].mean()  # written at run time: not a constant
+        return torch.softmax(scores + masked, dim=-1)
+
+
+def test_constants_are_folded_by_the_simulation(tmp_path):
+    """exp(clamp(p)) is 10.0 in the simulation's arithmetic and 10.000001 in numpy's float32 exp,
+    which torch.onnx's optimizer would use to fold it: the file must hold the simulation's value,
+    and a buffer that an input-dependent op writes into must stay a computation."""
+    import compress
+
+    torch.manual_seed(0)
+    model = _LogitScale().eval()
+    calib = [torch.randn(8, 16) for _ in range(4)]
+    q = compress.quantize(model, calib, progress=False)
+    path = compress.export_onnx(q, tmp_path / "m.onnx", (calib[0],))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+    assert any(v.shape == (4, 1) and np.all(v == np.float32(10.0)) for v in inits.values())
+    x = torch.randn(8, 16)
+    with torch.no_grad():
+        sim = q(x).numpy()
+    got = runtime.InferenceSession(str(path)).run(None, {"x": x.numpy()})[0]
+    assert np.array_equal(sim, got)
