@@ -14,70 +14,20 @@ from __future__ import annotations
 import torch
 from torch import fx
 
+from quant.constants import CALLS, constant_nodes, constant_values
+
 MAX_FOLDED_ELEMENTS = 1 << 22  # a constant expanded to something huge stays a subgraph (file size)
-_CALLS = ("call_function", "call_module", "call_method")
-
-
-def _schema(node: fx.Node):
-    return getattr(node.target, "_schema", None) if node.op == "call_function" else None
-
-
-def _mutated_args(node: fx.Node) -> list[fx.Node]:
-    """The argument nodes an in-place ATen op writes to."""
-    schema = _schema(node)
-    if schema is None:
-        return []
-    written = [i for i, a in enumerate(schema.arguments) if a.alias_info is not None and a.alias_info.is_write]
-    return [node.args[i] for i in written if i < len(node.args) and isinstance(node.args[i], fx.Node)]
-
-
-def _aliased_input(node: fx.Node) -> fx.Node | None:
-    """For a view or in-place op, the input node whose storage the result shares."""
-    schema = _schema(node)
-    if schema is None or not schema.returns or schema.returns[0].alias_info is None:
-        return None
-    first = node.args[0] if node.args else None
-    return first if isinstance(first, fx.Node) else None
-
-
-def _constant_nodes(graph: fx.Graph) -> set[fx.Node]:
-    """Nodes whose value depends on no graph input, and whose storage no input-dependent op writes."""
-    forced: set[fx.Node] = set()
-    while True:
-        constant: set[fx.Node] = set()
-        for node in graph.nodes:
-            if node in forced:
-                continue
-            if node.op == "get_attr" or (node.op in _CALLS and all(a in constant for a in node.all_input_nodes)):
-                constant.add(node)
-        newly = set()
-        for node in graph.nodes:
-            if node in constant:
-                continue
-            for target in _mutated_args(node):  # written at run time: it and the storage it views are not constants
-                while target is not None and target not in forced:
-                    newly.add(target)
-                    target = _aliased_input(target)
-        if not newly - forced:
-            return constant
-        forced |= newly
 
 
 def fold_constants(gm: fx.GraphModule) -> int:
     """Replace each constant subgraph feeding the rest of the graph by a buffer holding its value
     (computed by the eval-mode model itself); returns how many values were folded."""
-    constant = _constant_nodes(gm.graph)
-    interpreter = fx.Interpreter(gm)
-    env: dict[fx.Node, object] = {}
-    for node in gm.graph.nodes:
-        if node in constant:
-            args = fx.node.map_arg(node.args, lambda n: env[n])
-            kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
-            env[node] = getattr(interpreter, node.op)(node.target, args, kwargs)
+    constant = constant_nodes(gm.graph)
+    env = constant_values(gm, constant)
     folded = 0
     for node in list(gm.graph.nodes):
         value = env.get(node)
-        if node.op not in _CALLS or not isinstance(value, torch.Tensor) or value.numel() > MAX_FOLDED_ELEMENTS:
+        if node.op not in CALLS or not isinstance(value, torch.Tensor) or value.numel() > MAX_FOLDED_ELEMENTS:
             continue
         if all(user in constant for user in node.users):
             continue  # consumed inside the constant subgraph only

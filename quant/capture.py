@@ -35,6 +35,7 @@ import torch
 from torch import fx, nn
 from torch.utils import _pytree as pytree
 
+from quant.constants import constant_values
 from quant.errors import QuantError
 from quant.fuse import set_module
 from quant.policy import aten_name
@@ -171,6 +172,7 @@ def _is_attr(node: Any, qualname: str) -> bool:
 def _lift_modules(gm: fx.GraphModule, model: nn.Module) -> None:
     """Turn ATen calls on a module's own parameters back into ``call_module`` of that module."""
     graph = gm.graph
+    constants: dict[fx.Node, object] | None = None  # values of constant nodes, computed when first needed
     for node in list(graph.nodes):
         if node.op != "call_function":
             continue
@@ -184,6 +186,9 @@ def _lift_modules(gm: fx.GraphModule, model: nn.Module) -> None:
                 lifted = owner
             elif name == "aten::linear":
                 lifted = _in_proj_as_linear(gm, model, node)
+                if lifted is None and owner is not None and isinstance(bias, fx.Node):
+                    constants = constants if constants is not None else constant_values(gm)
+                    lifted = _constant_bias_linear(gm, owner, constants.get(bias))
         elif name == "aten::batch_norm":
             owner = _param_owner(model, node.args[1], nn.modules.batchnorm._BatchNorm)
             if owner and owner[1].track_running_stats and _is_attr(node.args[3], f"{owner[0]}.running_mean"):
@@ -245,6 +250,22 @@ def _conv1d_as_linear(model: nn.Module, node: fx.Node) -> tuple[str, nn.Module] 
 
 def _sibling(node: fx.Node, attr: str) -> str:
     return f"{str(node.target).rpartition('.')[0]}.{attr}"
+
+
+def _constant_bias_linear(gm: fx.GraphModule, owner: tuple[str, nn.Module], bias: object
+                          ) -> tuple[str, nn.Module] | None:
+    """``linear(x, W, b)`` with W a Linear's weight and b a constant expression of parameters (Swin V2's
+    qkv bias, ``cat(q_bias, 0, v_bias)`` built in forward): an nn.Linear ``<owner>_const_bias`` holding
+    copies of W and of b's value, so it is quantized like any Linear (QAT trains the copies, as for
+    ``in_proj``); left float, its fp32 GEMM would round differently in every engine."""
+    w = owner[1].weight
+    if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (w.shape[0],):
+        return None
+    linear = nn.Linear(w.shape[1], w.shape[0], device=w.device, dtype=w.dtype)
+    with torch.no_grad():
+        linear.weight.copy_(w)
+        linear.bias.copy_(bias)
+    return _free_name(gm, f"{owner[0]}_const_bias".replace(".", "_")), linear
 
 
 def _in_proj_as_linear(gm: fx.GraphModule, model: nn.Module, node: fx.Node) -> tuple[str, nn.Module] | None:

@@ -297,3 +297,33 @@ def test_einsum_matrix_products_become_integer_matmuls(tmp_path):
     for sess in (ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]),
                  runtime.InferenceSession(str(path), threads=1)):
         assert np.array_equal(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0], sim)
+
+
+class _QKVConstantBias(nn.Module):
+    """Swin V2's qkv projection: the weight of a Linear, a bias built in forward from parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(16, 48, bias=False)
+        self.q_bias, self.v_bias = nn.Parameter(torch.randn(16)), nn.Parameter(torch.randn(16))
+        self.register_buffer("k_bias", torch.zeros(16), persistent=False)
+
+    def forward(self, x):
+        qkv = F.linear(x, self.qkv.weight, torch.cat((self.q_bias, self.k_bias, self.v_bias)))
+        return torch.relu(qkv) + qkv
+
+
+def test_linear_with_a_constant_expression_bias_is_quantized(tmp_path):
+    torch.manual_seed(0)
+    model = _QKVConstantBias().eval()
+    calib = [torch.randn(8, 16) for _ in range(4)]
+    q = compress.quantize(model, calib, progress=False)
+    lifted = [m for m in q.modules() if isinstance(m, QuantLinear)]
+    assert len(lifted) == 1 and torch.equal(lifted[0].bias[16:32], torch.zeros(16))
+    assert not [n for n in q.graph.nodes if n.op == "call_function" and "linear" in str(n.target)]
+    x = torch.randn(8, 16)
+    with torch.no_grad():
+        sim, ref = q(x).numpy(), model(x).numpy()
+    assert np.abs(sim - ref).max() < 0.1 * np.abs(ref).max()
+    path = compress.export_onnx(q, tmp_path / "qkv.onnx", (x,))
+    assert np.array_equal(runtime.InferenceSession(str(path)).run(None, {"x": x.numpy()})[0], sim)
