@@ -151,12 +151,13 @@ def _capture_error(model: nn.Module, exc: Exception) -> CaptureError:
 
 
 # --- lifting ATen calls back to modules --------------------------------------------------
-def _param_owner(model: nn.Module, node: Any, cls: type | tuple[type, ...]) -> tuple[str, nn.Module] | None:
-    """(qualified name, module) when ``node`` reads the ``weight`` of a ``cls`` module of ``model``."""
+def _param_owner(model: nn.Module, node: Any, cls: type | tuple[type, ...], param: str = "weight"
+                 ) -> tuple[str, nn.Module] | None:
+    """(qualified name, module) when ``node`` reads the parameter ``param`` of a ``cls`` module of ``model``."""
     if not isinstance(node, fx.Node) or node.op != "get_attr":
         return None
     owner, _, attr = str(node.target).rpartition(".")
-    if attr != "weight":
+    if attr != param:
         return None
     try:
         module = model.get_submodule(owner)
@@ -261,37 +262,30 @@ def _constant_bias_linear(gm: fx.GraphModule, owner: tuple[str, nn.Module], bias
     w = owner[1].weight
     if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (w.shape[0],):
         return None
-    linear = nn.Linear(w.shape[1], w.shape[0], device=w.device, dtype=w.dtype)
-    with torch.no_grad():
-        linear.weight.copy_(w)
-        linear.bias.copy_(bias)
-    return _free_name(gm, f"{owner[0]}_const_bias".replace(".", "_")), linear
+    return _free_name(gm, f"{owner[0]}_const_bias".replace(".", "_")), _linear_copy(w, bias)
 
 
 def _in_proj_as_linear(gm: fx.GraphModule, model: nn.Module, node: fx.Node) -> tuple[str, nn.Module] | None:
     """``linear(x, in_proj_weight, in_proj_bias)`` of an ``nn.MultiheadAttention``: an nn.Linear ``<mha>.in_proj``."""
-    weight = node.args[1]
     bias = node.args[2] if len(node.args) > 2 else None
-    if not (isinstance(weight, fx.Node) and weight.op == "get_attr"):
+    found = _param_owner(model, node.args[1], nn.MultiheadAttention, "in_proj_weight")
+    if found is None:
         return None
-    owner, _, attr = str(weight.target).rpartition(".")
-    if attr != "in_proj_weight":
-        return None
-    try:
-        mha = model.get_submodule(owner)
-    except AttributeError:
-        return None
-    if not isinstance(mha, nn.MultiheadAttention):
-        return None
+    owner, mha = found
     if not (bias is None if mha.in_proj_bias is None else _is_attr(bias, f"{owner}.in_proj_bias")):
         return None
-    w = mha.in_proj_weight
-    linear = nn.Linear(w.shape[1], w.shape[0], bias=mha.in_proj_bias is not None, device=w.device, dtype=w.dtype)
+    return _free_name(gm, f"{owner}.in_proj"), _linear_copy(mha.in_proj_weight, mha.in_proj_bias)
+
+
+def _linear_copy(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    """An nn.Linear holding copies of ``weight`` (out, in) and ``bias``."""
+    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device,
+                       dtype=weight.dtype)
     with torch.no_grad():
-        linear.weight.copy_(w)
-        if mha.in_proj_bias is not None:
-            linear.bias.copy_(mha.in_proj_bias)
-    return _free_name(gm, f"{owner}.in_proj"), linear
+        linear.weight.copy_(weight)
+        if bias is not None:
+            linear.bias.copy_(bias)
+    return linear
 
 
 def _decompose_sdpa(graph: fx.Graph, node: fx.Node) -> None:
