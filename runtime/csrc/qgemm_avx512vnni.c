@@ -35,20 +35,25 @@
         if (NB_ > 3) _mm512_storeu_si512(c + i * QGEMM_NR_MAX + 48, c##i##3);          \
     }
 
+/* The depth loop both tile forms share: NB_ weight blocks of 64 columns' 4-deep groups per step,
+ * every row's accumulators updated by ROW_STEP. */
+#define DEPTH_LOOP                                                                                       \
+    for (int64_t k = 0; k < kd; k += 4) {                                                                \
+        const int8_t *bk = b + k * QGEMM_NBLOCK;                                                         \
+        const __m512i b0 = _mm512_load_si512(bk);                                                        \
+        const __m512i b1 = NB_ > 1 ? _mm512_load_si512(bk + bstride) : z;                                 \
+        const __m512i b2 = NB_ > 2 ? _mm512_load_si512(bk + 2 * bstride) : z;                             \
+        const __m512i b3 = NB_ > 3 ? _mm512_load_si512(bk + 3 * bstride) : z;                             \
+        ROW_STEP(0) ROW_STEP(1) ROW_STEP(2) ROW_STEP(3) ROW_STEP(4) ROW_STEP(5)                          \
+    }
+
 #define TILE(MR, NB)                                                                                           \
     static __attribute__((noinline)) void tile_##MR##_##NB(const uint8_t *a, int64_t lda, const int8_t *b,     \
                                                            int64_t bstride, int64_t kd, int32_t *c) {        \
         enum { MR_ = MR, NB_ = NB };                                                                         \
         const __m512i z = _mm512_setzero_si512();                                                            \
         ROW_VARS(0) ROW_VARS(1) ROW_VARS(2) ROW_VARS(3) ROW_VARS(4) ROW_VARS(5)                              \
-        for (int64_t k = 0; k < kd; k += 4) {                                                                \
-            const int8_t *bk = b + k * QGEMM_NBLOCK;                                                         \
-            const __m512i b0 = _mm512_load_si512(bk);                                                        \
-            const __m512i b1 = NB_ > 1 ? _mm512_load_si512(bk + bstride) : z;                                 \
-            const __m512i b2 = NB_ > 2 ? _mm512_load_si512(bk + 2 * bstride) : z;                             \
-            const __m512i b3 = NB_ > 3 ? _mm512_load_si512(bk + 3 * bstride) : z;                             \
-            ROW_STEP(0) ROW_STEP(1) ROW_STEP(2) ROW_STEP(3) ROW_STEP(4) ROW_STEP(5)                          \
-        }                                                                                                    \
+        DEPTH_LOOP                                                                                           \
         ROW_STORE(0) ROW_STORE(1) ROW_STORE(2) ROW_STORE(3) ROW_STORE(4) ROW_STORE(5)                        \
     }
 /* Tiles of one or two 16-column blocks (N = 16..32, and every N's last block or two) are
@@ -90,14 +95,7 @@ static inline __m512i bias_block(const int32_t *bias, __mmask16 m) {
         const __m512i i0 = bias_block(bias, m0), i1 = NB_ > 1 ? bias_block(bias + 16, m1) : z,               \
                       i2 = NB_ > 2 ? bias_block(bias + 32, m2) : z, i3 = NB_ > 3 ? bias_block(bias + 48, m3) : z; \
         ROW_INIT(0) ROW_INIT(1) ROW_INIT(2) ROW_INIT(3) ROW_INIT(4) ROW_INIT(5)                              \
-        for (int64_t k = 0; k < kd; k += 4) {                                                                \
-            const int8_t *bk = b + k * QGEMM_NBLOCK;                                                         \
-            const __m512i b0 = _mm512_load_si512(bk);                                                        \
-            const __m512i b1 = NB_ > 1 ? _mm512_load_si512(bk + bstride) : z;                                 \
-            const __m512i b2 = NB_ > 2 ? _mm512_load_si512(bk + 2 * bstride) : z;                             \
-            const __m512i b3 = NB_ > 3 ? _mm512_load_si512(bk + 3 * bstride) : z;                             \
-            ROW_STEP(0) ROW_STEP(1) ROW_STEP(2) ROW_STEP(3) ROW_STEP(4) ROW_STEP(5)                          \
-        }                                                                                                    \
+        DEPTH_LOOP                                                                                           \
         __asm__ volatile("" ::: "memory");                                                                   \
         const int64_t ldo = os->ldo;                                                                         \
         uint8_t *out = (uint8_t *)os->out + row0 * ldo + col0;                                               \
